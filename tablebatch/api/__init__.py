@@ -1,0 +1,1 @@
+"""The Batch API: its objects (``models``), and the client that speaks it."""

@@ -1,0 +1,1 @@
+"""Job logic: config schema, request building, answer parsing, joining, metrics."""

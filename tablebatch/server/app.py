@@ -1,0 +1,349 @@
+"""The HTTP layer of the local Batch API server: parse, call the store, serialise.
+
+Routes follow ``seeds/batch-api.md`` plus ``POST /v1/batches/{id}/start`` (which
+the spec's example calls). Every POST honours ``Idempotency-Key``; every error
+is ``{"error": {"type", "message"}}`` with its status; auth is
+``Authorization: Bearer <key>`` when the settings name keys. Responses are
+encoded with orjson, and result pages are concatenated from stored JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tablebatch.api.models import (
+    AddRequestsBody,
+    Batch,
+    BatchList,
+    BatchRequestList,
+    BatchResultList,
+    BatchStatus,
+    CreateBatchBody,
+    ErrorResponse,
+    RequestStatus,
+)
+from tablebatch.server.backends import Backend, make_backend
+from tablebatch.server.errors import (
+    ApiError,
+    AuthenticationFailed,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unprocessable,
+)
+from tablebatch.server.faults import FaultInjector
+from tablebatch.server.settings import ServerSettings
+from tablebatch.server.store import Store
+from tablebatch.server.validation import parse_add_requests
+from tablebatch.server.worker import Worker
+
+log = logging.getLogger("tablebatch.server")
+
+JSON = "application/json"
+MAX_IDEMPOTENCY_KEY = 255
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Malformed call",
+        401: "Missing or wrong API key",
+        404: "No such batch",
+        409: "Not allowed in the batch's status, a duplicate, or a reused idempotency key",
+        413: "Over a limit",
+        422: "Invalid parameters",
+        429: "Rate limited",
+    }.items()
+}
+
+
+def _json(data: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code, media_type=JSON)
+
+
+def _error_response(exc: ApiError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
+    return Response(orjson.dumps(exc.body()), exc.status_code, headers, media_type=JSON)
+
+
+def _describe(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) + "."
+
+
+def _inline_schema(model: type[Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` inlined, for ``openapi_extra``."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
+def _body_doc(model: type[Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {JSON: {"schema": _inline_schema(model)}},
+        }
+    }
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    backend: Backend | None = None,
+) -> FastAPI:
+    """Build the server: its store is opened now, its worker runs while the app is served."""
+    settings = settings or ServerSettings()
+    store = Store(settings.db, settings.limits)
+    backend = backend or make_backend(settings)
+    worker = Worker(store, backend, settings)
+    limits = settings.limits
+    keys = [k.get_secret_value().encode() for k in settings.api_keys]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+            store.close()
+
+    app = FastAPI(
+        title="tablebatch local Batch API",
+        version="1",
+        description="A local implementation of the Batch API: batches of chat-completions "
+        "requests, processed by a model backend. Lists page with `limit` (default "
+        f"{limits.page_default}, at most {limits.page_max}) and the `after` cursor "
+        "(the id of the last item of the previous page).",
+        lifespan=lifespan,
+        responses=ERRORS,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.worker = worker
+
+    def caller(request: Request) -> str:
+        """Checks the bearer key; returns a name of the caller that holds no secret."""
+        if not keys:
+            return "anonymous"
+        header = request.headers.get("authorization")
+        if not header:
+            raise AuthenticationFailed(
+                "Missing API key: send the header 'Authorization: Bearer <key>'."
+            )
+        scheme, _, token = header.partition(" ")
+        token_bytes = token.strip().encode()
+        if scheme.lower() != "bearer" or not token_bytes:
+            raise AuthenticationFailed("Malformed Authorization header: use 'Bearer <key>'.")
+        if not any(hmac.compare_digest(token_bytes, key) for key in keys):
+            raise AuthenticationFailed("Invalid API key: check the key the client sends.")
+        return hashlib.sha256(token_bytes).hexdigest()[:16]
+
+    async def post(
+        request: Request, who: str, op: Callable[[bytes], tuple[int, bytes]]
+    ) -> Response:
+        """Run a POST's effect once per Idempotency-Key, off the event loop."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limits.max_bytes_per_call:
+            raise PayloadTooLarge(
+                f"This call has {length} bytes; the limit is {limits.max_bytes_per_call} bytes "
+                "per call. Send the requests in smaller calls."
+            )
+        raw = await request.body()
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidRequest(
+                f"Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY} characters."
+            )
+        fingerprint = hashlib.sha256(
+            request.method.encode() + b" " + request.url.path.encode() + b"\n" + raw
+        ).hexdigest()
+        scoped = f"{who}:{key}" if key is not None else None
+        status, body, replayed = await run_in_threadpool(
+            store.idempotent, scoped, fingerprint, lambda: op(raw)
+        )
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return Response(body, status, headers, media_type=JSON)
+
+    def limit_param(what: str) -> Any:
+        return Query(
+            None,
+            ge=1,
+            le=limits.page_max,
+            description=f"{what} per page (default {limits.page_default}, at most "
+            f"{limits.page_max}).",
+        )
+
+    after_param = Query(None, description="Cursor: the id of the last item of the previous page.")
+    batch_id_param = Path(description="The batch's id.")
+
+    # -- exception handlers ------------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _error_response(Unprocessable(_describe(list(exc.errors()))))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kinds = {404: "not_found_error", 405: "method_not_allowed_error"}
+        message = {
+            404: f"No route {request.url.path}. See /openapi.json for the endpoints.",
+            405: f"{request.method} is not allowed on {request.url.path}.",
+        }.get(exc.status_code, str(exc.detail))
+        body = {"error": {"type": kinds.get(exc.status_code, "http_error"), "message": message}}
+        return Response(orjson.dumps(body), exc.status_code, media_type=JSON)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        body = {"error": {"type": "server_error", "message": "Internal error; see the server log."}}
+        return Response(orjson.dumps(body), 500, media_type=JSON)
+
+    # -- routes ------------------------------------------------------------------
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> Response:
+        return _json({"status": "ok", "backend": backend.name})
+
+    @app.post(
+        "/v1/batches",
+        response_model=Batch,
+        summary="Create a batch",
+        openapi_extra=_body_doc(CreateBatchBody),
+    )
+    async def create_batch(request: Request, who: str = Depends(caller)) -> Response:
+        def op(raw: bytes) -> tuple[int, bytes]:
+            try:
+                spec = CreateBatchBody.model_validate_json(raw or b"null")
+            except ValidationError as exc:
+                raise Unprocessable(_describe(exc.errors())) from None
+            if settings.models is not None and spec.model and spec.model not in settings.models:
+                raise InvalidRequest(
+                    f"model: {spec.model!r} is not served here; available: "
+                    f"{', '.join(settings.models)}."
+                )
+            batch = store.create_batch(spec.name, spec.description, spec.model, spec.endpoint)
+            return 200, orjson.dumps(batch.to_api())
+
+        return await post(request, who, op)
+
+    @app.get("/v1/batches", response_model=BatchList, summary="List batches, newest first")
+    def list_batches(
+        limit: int | None = limit_param("Batches"),
+        after: str | None = after_param,
+        status: BatchStatus | None = Query(None, description="Only batches in this status."),
+        name: str | None = Query(None, description="Only batches with this name."),
+        who: str = Depends(caller),
+    ) -> Response:
+        batches, more = store.list_batches(limit or limits.page_default, after, status, name)
+        return _json({"object": "list", "data": [b.to_api() for b in batches], "has_more": more})
+
+    @app.get("/v1/batches/{batch_id}", response_model=Batch, summary="Get a batch")
+    def get_batch(batch_id: str = batch_id_param, who: str = Depends(caller)) -> Response:
+        return _json(store.get_batch(batch_id).to_api())
+
+    @app.get(
+        "/v1/batches/{batch_id}/requests",
+        response_model=BatchRequestList,
+        summary="List a batch's requests",
+    )
+    def list_requests(
+        batch_id: str = batch_id_param,
+        limit: int | None = limit_param("Requests"),
+        after: str | None = after_param,
+        status: RequestStatus | None = Query(None, description="Only requests in this status."),
+        who: str = Depends(caller),
+    ) -> Response:
+        items, more = store.list_requests(batch_id, limit or limits.page_default, after, status)
+        return _json({"object": "list", "data": items, "has_more": more})
+
+    @app.post(
+        "/v1/batches/{batch_id}/requests",
+        response_model=Batch,
+        summary="Add requests to a batch (all or none)",
+        openapi_extra=_body_doc(AddRequestsBody),
+    )
+    async def add_requests(
+        request: Request, batch_id: str = batch_id_param, who: str = Depends(caller)
+    ) -> Response:
+        def op(raw: bytes) -> tuple[int, bytes]:
+            items = parse_add_requests(raw, limits)
+            return 200, orjson.dumps(store.add_requests(batch_id, items).to_api())
+
+        return await post(request, who, op)
+
+    @app.get(
+        "/v1/batches/{batch_id}/results",
+        response_model=BatchResultList,
+        summary="Get the results of a batch's finished requests",
+    )
+    def results(
+        batch_id: str = batch_id_param,
+        limit: int | None = limit_param("Results"),
+        after: str | None = after_param,
+        who: str = Depends(caller),
+    ) -> Response:
+        rows, more = store.results_page(batch_id, limit or limits.page_default, after)
+        body = b'{"object":"list","data":[%s],"has_more":%s}' % (
+            b",".join(rows),
+            b"true" if more else b"false",
+        )
+        return Response(body, media_type=JSON)
+
+    @app.post("/v1/batches/{batch_id}/start", response_model=Batch, summary="Start processing")
+    async def start(
+        request: Request, batch_id: str = batch_id_param, who: str = Depends(caller)
+    ) -> Response:
+        def op(raw: bytes) -> tuple[int, bytes]:
+            batch = store.start(batch_id)
+            worker.wake()
+            return 200, orjson.dumps(batch.to_api())
+
+        return await post(request, who, op)
+
+    @app.post("/v1/batches/{batch_id}/cancel", response_model=Batch, summary="Cancel processing")
+    async def cancel(
+        request: Request, batch_id: str = batch_id_param, who: str = Depends(caller)
+    ) -> Response:
+        def op(raw: bytes) -> tuple[int, bytes]:
+            batch = store.cancel(batch_id)
+            worker.wake()
+            return 200, orjson.dumps(batch.to_api())
+
+        return await post(request, who, op)
+
+    if settings.faults.http_faults:
+        app.add_middleware(FaultInjector, faults=settings.faults)
+    return app

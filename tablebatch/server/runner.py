@@ -1,0 +1,99 @@
+"""Ways to run the local server: in a thread on a free port, or in the foreground.
+
+``serve_in_thread`` is what tests and ``tablebatch run`` use: the server binds
+port 0 (the OS picks a free port), and the context yields its URL. ``serve``
+runs it in the foreground for ``tablebatch server``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from tablebatch.server.app import create_app
+from tablebatch.server.settings import ServerSettings
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A server running in this process: its base URL (ending in ``/v1``) and its app."""
+
+    url: str
+    app: FastAPI
+
+    @property
+    def base_url(self) -> str:
+        """The URL without ``/v1``."""
+        return self.url.removesuffix("/v1")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/v1"
+
+
+@contextmanager
+def serve_in_thread(
+    settings: ServerSettings | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RunningServer]:
+    """Run a server in a background thread for the duration of the block."""
+    app = create_app(settings)
+    sock = _bind(host, port)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="tablebatch-server", daemon=True
+    )
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the local Batch API server failed to start; see the log")
+            threading.Event().wait(0.005)
+        yield RunningServer(_url(host, sock), app)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def serve(
+    settings: ServerSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run a server in the foreground until interrupted; ``on_ready`` gets its URL."""
+    app = create_app(settings)
+    sock = _bind(host, port)
+    url = _url(host, sock)
+    config = uvicorn.Config(app, log_level="info", access_log=access_log, lifespan="on")
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        original = server.startup
+
+        async def startup(sockets: list[socket.socket] | None = None) -> None:
+            await original(sockets=sockets)
+            on_ready(url)
+
+        server.startup = startup  # type: ignore[method-assign]
+    server.run(sockets=[sock])

@@ -1,0 +1,108 @@
+"""Settings of the local Batch API server.
+
+Every knob of the server lives here: where the store is, who may call it, which
+model backend answers, the limits of the API and the faults to inject. They are
+read from keyword arguments or from the environment (prefix
+``TABLEBATCH_SERVER_``; nested fault settings as ``TABLEBATCH_SERVER_FAULTS__RATE_LIMIT_RATE``),
+so the same server can be configured by a test, the CLI or a deployment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Limits(BaseModel):
+    """Limits of the API, per call and per batch. Over a limit is a 413 naming it."""
+
+    max_requests_per_call: int = Field(10_000, ge=1, description="Requests in one add call.")
+    max_bytes_per_call: int = Field(64 * 2**20, ge=1, description="Body bytes of one add call.")
+    max_requests_per_batch: int = Field(100_000, ge=1, description="Requests in one batch.")
+    max_bytes_per_batch: int = Field(256 * 2**20, ge=1, description="Request bytes in a batch.")
+    max_request_bytes: int = Field(2**20, ge=1, description="Bytes of one request's body.")
+    page_default: int = Field(100, ge=1, description="Page size when `limit` is not given.")
+    page_max: int = Field(10_000, ge=1, description="Largest `limit` accepted.")
+
+
+class FaultSettings(BaseModel):
+    """Faults to inject, all off by default and all driven by ``seed``.
+
+    HTTP faults hit calls under ``/v1`` before they take effect, except
+    ``post_commit_error_rate``, which lets the call take effect and then answers
+    500, so that a client learns nothing of the outcome.
+    """
+
+    seed: int = 0
+    rate_limit_rate: Share = Field(0.0, description="Share of calls answered 429.")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with a 429.")
+    server_error_rate: Share = Field(0.0, description="Share of calls answered 500.")
+    unavailable_rate: Share = Field(0.0, description="Share of calls answered 503.")
+    post_commit_error_rate: Share = Field(0.0, description="Share of POSTs answered 500 after.")
+    latency_s: float = Field(0.0, ge=0, description="Latency added to every API call.")
+    request_failure_rate: Share = Field(0.0, description="Share of requests that fail.")
+    batch_failure_rate: Share = Field(0.0, description="Share of batches that fail.")
+    batch_fail_after: Share = Field(
+        0.5, description="A failing batch fails once this share of its requests has ended."
+    )
+    processing_delay_s: float = Field(0.0, ge=0, description="Wait after start before work.")
+    processing_rate: float = Field(0.0, ge=0, description="Requests/s cap (0 = no cap).")
+
+    @property
+    def http_faults(self) -> bool:
+        """True when any fault acts on the HTTP layer."""
+        return any(
+            (
+                self.rate_limit_rate,
+                self.server_error_rate,
+                self.unavailable_rate,
+                self.post_commit_error_rate,
+                self.latency_s,
+            )
+        )
+
+
+class ServerSettings(BaseSettings):
+    """Everything that configures one local Batch API server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TABLEBATCH_SERVER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    db: str = Field(":memory:", description="SQLite path, or ':memory:' (lost on exit).")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted bearer keys (comma-separated in the environment). "
+        "Empty: the server accepts any caller.",
+    )
+    backend: Literal["offline", "openai"] = "offline"
+    models: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="Model names served (comma-separated); None serves any name."
+    )
+    upstream_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server for the openai backend."
+    )
+    upstream_api_key: SecretStr | None = None
+    upstream_concurrency: int = Field(8, ge=1, le=256)
+    upstream_timeout_s: float = Field(120.0, gt=0)
+    upstream_max_retries: int = Field(3, ge=0)
+    worker_chunk: int = Field(1000, ge=1, description="Requests the worker takes at a time.")
+    idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
+    limits: Limits = Field(default_factory=Limits)
+    faults: FaultSettings = Field(default_factory=FaultSettings)
+
+    @field_validator("api_keys", "models", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value

@@ -1,0 +1,590 @@
+"""The server's state: batches, their requests and results, in SQLite.
+
+One connection behind one lock: SQLite serialises writers anyway, and a single
+writer keeps every count exact. A file database runs in WAL mode, so a killed
+server loses nothing that was answered: each call and each chunk of results is
+one transaction. Results are stored as the exact JSON they are served as, so
+paging them is a concatenation, not a re-encoding.
+
+Ordering and cursors: batches are listed newest first (a cursor ``after`` is the
+id of the last batch of the previous page, and new batches land before the
+walk); requests in the order they were added; results in the order they were
+written (new results land after the walk's position). Either way a walk sees
+every item once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from tablebatch.server.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from tablebatch.server.settings import Limits
+
+BATCH_STATUSES = (
+    "created",
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "cancelling",
+    "cancelled",
+)
+REQUEST_STATUSES = ("pending", "completed", "failed", "cancelled")
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    description TEXT,
+    model TEXT,
+    endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    request_count INTEGER NOT NULL DEFAULT 0,
+    completed_count INTEGER NOT NULL DEFAULT 0,
+    failed_count INTEGER NOT NULL DEFAULT 0,
+    cancelled_count INTEGER NOT NULL DEFAULT 0,
+    request_bytes INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_batches_status ON batches(status, seq);
+CREATE INDEX IF NOT EXISTS ix_batches_name ON batches(name, seq);
+CREATE TABLE IF NOT EXISTS requests (
+    n INTEGER PRIMARY KEY,
+    batch_seq INTEGER NOT NULL,
+    custom_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    status TEXT NOT NULL,
+    result_seq INTEGER,
+    result BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ux_requests_custom_id ON requests(batch_seq, custom_id);
+CREATE INDEX IF NOT EXISTS ix_requests_status ON requests(batch_seq, status);
+CREATE INDEX IF NOT EXISTS ix_requests_results ON requests(batch_seq, result_seq)
+    WHERE result_seq IS NOT NULL;
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    status_code INTEGER NOT NULL,
+    response BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+_BATCH_COLUMNS = (
+    "seq, id, name, description, model, endpoint, status, created_at, started_at, ended_at, "
+    "request_count, completed_count, failed_count, cancelled_count, request_bytes, "
+    "prompt_tokens, completion_tokens, error"
+)
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """Format epoch seconds as RFC 3339 in UTC, the way the spec shows (``…T10:00:00Z``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def request_id(n: int) -> str:
+    """The public id of the request stored as row ``n``."""
+    return f"req_{n:012x}"
+
+
+def _request_n(rid: str) -> int | None:
+    if not rid.startswith("req_"):
+        return None
+    try:
+        return int(rid[4:], 16)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch row, as the worker and the HTTP layer see it."""
+
+    seq: int
+    id: str
+    name: str
+    description: str | None
+    model: str | None
+    endpoint: str
+    status: str
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    request_count: int
+    completed_count: int
+    failed_count: int
+    cancelled_count: int
+    request_bytes: int
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None
+
+    @property
+    def pending_count(self) -> int:
+        """Requests not yet ended."""
+        return self.request_count - self.completed_count - self.failed_count - self.cancelled_count
+
+    def to_api(self) -> dict[str, Any]:
+        """The batch object of the API."""
+        ended = rfc3339(self.ended_at)
+        return {
+            "id": self.id,
+            "object": "batch",
+            "name": self.name,
+            "description": self.description,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "created_at": rfc3339(self.created_at),
+            "started_at": rfc3339(self.started_at),
+            "completed_at": ended if self.status == "completed" else None,
+            "failed_at": ended if self.status == "failed" else None,
+            "cancelled_at": ended if self.status == "cancelled" else None,
+            "request_count": self.request_count,
+            "completed_count": self.completed_count,
+            "failed_count": self.failed_count,
+            "cancelled_count": self.cancelled_count,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+            },
+            "error": orjson.loads(self.error) if self.error else None,
+        }
+
+
+@dataclass(frozen=True)
+class Work:
+    """A chunk of pending requests of one processing batch, taken by the worker."""
+
+    batch: Batch
+    rows: list[tuple[int, str, bytes]]  # (n, custom_id, body)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the backend made of one request: a response or an error."""
+
+    n: int
+    custom_id: str
+    response: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Store:
+    """Batches, requests, results and idempotency records in one SQLite database."""
+
+    def __init__(
+        self, path: str, limits: Limits | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.limits = limits or Limits()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=10000")
+        self._conn.executescript(_SCHEMA)
+        row = self._conn.execute("SELECT MAX(result_seq) FROM requests").fetchone()
+        self._result_seq = row[0] or 0
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; nested uses join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    # -- batches ---------------------------------------------------------------
+
+    def _batch(self, conn: sqlite3.Connection, batch_id: str) -> Batch:
+        row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,))
+        found = row.fetchone()
+        if found is None:
+            raise NotFound(f"No batch with id {batch_id!r}.")
+        return Batch(*found)
+
+    def get_batch(self, batch_id: str) -> Batch:
+        """The batch with this id, or NotFound."""
+        with self._tx() as conn:
+            return self._batch(conn, batch_id)
+
+    def create_batch(
+        self, name: str, description: str | None, model: str | None, endpoint: str
+    ) -> Batch:
+        """Create an empty batch (status ``created``)."""
+        batch_id = "batch_" + secrets.token_hex(12)
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO batches (id, name, description, model, endpoint, status, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 'created', ?)",
+                (batch_id, name, description, model, endpoint, self._clock()),
+            )
+            return self._batch(conn, batch_id)
+
+    def list_batches(
+        self, limit: int, after: str | None, status: str | None, name: str | None
+    ) -> tuple[list[Batch], bool]:
+        """A page of batches, newest first, and whether more follow."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        with self._tx() as conn:
+            if after is not None:
+                row = conn.execute("SELECT seq FROM batches WHERE id = ?", (after,)).fetchone()
+                if row is None:
+                    raise InvalidRequest(
+                        f"after: no batch {after!r}; pass the id of the last batch of the "
+                        "previous page."
+                    )
+                clauses.append("seq < ?")
+                params.append(row[0])
+            if status is not None:
+                clauses.append("status = ?")
+                params.append(status)
+            if name is not None:
+                clauses.append("name = ?")
+                params.append(name)
+            where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+            rows = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches {where} ORDER BY seq DESC LIMIT ?",
+                (*params, limit + 1),
+            ).fetchall()
+        return [Batch(*r) for r in rows[:limit]], len(rows) > limit
+
+    def add_requests(self, batch_id: str, items: Sequence[tuple[str, bytes]]) -> Batch:
+        """Add requests ``(custom_id, body JSON)`` to a batch: all of them or none."""
+        limits = self.limits
+        with self._tx() as conn:
+            batch = self._batch(conn, batch_id)
+            if batch.status not in ("created", "pending"):
+                raise Conflict(
+                    f"Batch {batch_id} is {batch.status}: requests can be added only before it "
+                    "is started (status created or pending). Put further requests in a new batch."
+                )
+            count = batch.request_count + len(items)
+            if count > limits.max_requests_per_batch:
+                raise PayloadTooLarge(
+                    f"Batch {batch_id} would hold {count} requests; the limit is "
+                    f"{limits.max_requests_per_batch} per batch. Split the work into several "
+                    "batches."
+                )
+            size = batch.request_bytes + sum(len(body) for _, body in items)
+            if size > limits.max_bytes_per_batch:
+                raise PayloadTooLarge(
+                    f"Batch {batch_id} would hold {size} bytes of requests; the limit is "
+                    f"{limits.max_bytes_per_batch} bytes per batch. Split the work into several "
+                    "batches."
+                )
+            conn.execute("SAVEPOINT add_requests")
+            try:
+                conn.executemany(
+                    "INSERT INTO requests (batch_seq, custom_id, body, status) "
+                    "VALUES (?, ?, ?, 'pending')",
+                    [(batch.seq, cid, body) for cid, body in items],
+                )
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK TO add_requests")
+                conn.execute("RELEASE add_requests")
+                existing = self._existing_custom_ids(conn, batch.seq, [c for c, _ in items])
+                shown = ", ".join(repr(c) for c in existing[:10])
+                more = f" and {len(existing) - 10} more" if len(existing) > 10 else ""
+                raise Conflict(
+                    f"{len(existing)} custom_id(s) already exist in batch {batch_id}: {shown}"
+                    f"{more}. Nothing was added; send only the requests the batch does not "
+                    "hold yet.",
+                    custom_ids=existing,
+                ) from None
+            conn.execute("RELEASE add_requests")
+            conn.execute(
+                "UPDATE batches SET request_count = ?, request_bytes = ?, status = 'pending' "
+                "WHERE seq = ?",
+                (count, size, batch.seq),
+            )
+            return self._batch(conn, batch_id)
+
+    @staticmethod
+    def _existing_custom_ids(
+        conn: sqlite3.Connection, batch_seq: int, custom_ids: list[str]
+    ) -> list[str]:
+        found: list[str] = []
+        for i in range(0, len(custom_ids), 900):
+            chunk = custom_ids[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            found += [
+                r[0]
+                for r in conn.execute(
+                    "SELECT custom_id FROM requests WHERE batch_seq = ? "
+                    f"AND custom_id IN ({marks})",
+                    (batch_seq, *chunk),
+                )
+            ]
+        return found
+
+    def start(self, batch_id: str) -> Batch:
+        """Move a batch with requests from ``pending`` to ``processing``."""
+        with self._tx() as conn:
+            batch = self._batch(conn, batch_id)
+            if batch.status == "created":
+                raise Conflict(f"Batch {batch_id} has no requests: add requests, then start it.")
+            if batch.status != "pending":
+                raise Conflict(
+                    f"Batch {batch_id} is {batch.status}: only a pending batch (one with "
+                    "requests, not yet started) can be started."
+                )
+            conn.execute(
+                "UPDATE batches SET status = 'processing', started_at = ? WHERE seq = ?",
+                (self._clock(), batch.seq),
+            )
+            return self._batch(conn, batch_id)
+
+    def cancel(self, batch_id: str) -> Batch:
+        """Ask to cancel a batch: it becomes ``cancelling``; the worker ends it."""
+        with self._tx() as conn:
+            batch = self._batch(conn, batch_id)
+            if batch.status in TERMINAL:
+                raise Conflict(f"Batch {batch_id} is already {batch.status}: nothing to cancel.")
+            if batch.status != "cancelling":
+                conn.execute("UPDATE batches SET status = 'cancelling' WHERE seq = ?", (batch.seq,))
+            return self._batch(conn, batch_id)
+
+    # -- requests and results --------------------------------------------------
+
+    def list_requests(
+        self, batch_id: str, limit: int, after: str | None, status: str | None
+    ) -> tuple[list[dict[str, str]], bool]:
+        """A page of a batch's requests, in the order they were added."""
+        with self._tx() as conn:
+            batch = self._batch(conn, batch_id)
+            after_n = 0
+            if after is not None:
+                after_n = self._cursor_row(conn, batch, after, "n")
+            clause, params = ("AND status = ?", (status,)) if status else ("", ())
+            rows = conn.execute(
+                "SELECT n, custom_id, status FROM requests WHERE batch_seq = ? AND n > ? "
+                f"{clause} ORDER BY n LIMIT ?",
+                (batch.seq, after_n, *params, limit + 1),
+            ).fetchall()
+        items = [{"id": request_id(n), "custom_id": c, "status": s} for n, c, s in rows[:limit]]
+        return items, len(rows) > limit
+
+    def results_page(
+        self, batch_id: str, limit: int, after: str | None
+    ) -> tuple[list[bytes], bool]:
+        """A page of a batch's results (JSON objects), in the order they were written."""
+        with self._tx() as conn:
+            batch = self._batch(conn, batch_id)
+            after_seq = 0
+            if after is not None:
+                after_seq = self._cursor_row(conn, batch, after, "result_seq")
+            rows = conn.execute(
+                "SELECT result FROM requests WHERE batch_seq = ? AND result_seq > ? "
+                "ORDER BY result_seq LIMIT ?",
+                (batch.seq, after_seq, limit + 1),
+            ).fetchall()
+        return [r[0] for r in rows[:limit]], len(rows) > limit
+
+    @staticmethod
+    def _cursor_row(conn: sqlite3.Connection, batch: Batch, after: str, column: str) -> int:
+        n = _request_n(after)
+        row = None
+        if n is not None:
+            row = conn.execute(
+                f"SELECT {column} FROM requests WHERE n = ? AND batch_seq = ?", (n, batch.seq)
+            ).fetchone()
+        if row is None or row[0] is None:
+            what = "result" if column == "result_seq" else "request"
+            raise InvalidRequest(
+                f"after: {after!r} is not a {what} of batch {batch.id}; pass the id of the last "
+                "item of the previous page."
+            )
+        return int(row[0])
+
+    # -- idempotency -----------------------------------------------------------
+
+    def idempotent(
+        self, key: str | None, fingerprint: str, op: Callable[[], tuple[int, bytes]]
+    ) -> tuple[int, bytes, bool]:
+        """Run ``op`` once per key: a repeat with the same fingerprint gets the first answer.
+
+        Returns the status, the body and whether it is a replay.
+
+        The record is written in the same transaction as the effect, so a crash
+        leaves either both or neither. Only successful answers are kept: a call
+        that failed had no effect and may be tried again.
+        """
+        if key is None:
+            return (*op(), False)
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT fingerprint, status_code, response FROM idempotency WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                if row[0] != fingerprint:
+                    raise Conflict(
+                        "This Idempotency-Key was already used for a different request. Use a "
+                        "new key for each new call, and the same key only to retry the same call."
+                    )
+                return int(row[1]), bytes(row[2]), True
+            status_code, body = op()
+            conn.execute(
+                "INSERT INTO idempotency (key, fingerprint, status_code, response, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, fingerprint, status_code, body, self._clock()),
+            )
+            return status_code, body, False
+
+    def prune_idempotency(self, ttl_s: float) -> int:
+        """Forget idempotency records older than ``ttl_s``; returns how many."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "DELETE FROM idempotency WHERE created_at < ?", (self._clock() - ttl_s,)
+            )
+            return cur.rowcount
+
+    # -- the worker's side ------------------------------------------------------
+
+    def cancelling_batches(self) -> list[Batch]:
+        """Batches waiting for the worker to finish their cancellation."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status = 'cancelling' ORDER BY seq"
+            ).fetchall()
+        return [Batch(*r) for r in rows]
+
+    def finish_cancel(self, batch_seq: int) -> None:
+        """Mark a cancelling batch's pending requests cancelled, and the batch cancelled."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE requests SET status = 'cancelled' "
+                "WHERE batch_seq = ? AND status = 'pending'",
+                (batch_seq,),
+            )
+            conn.execute(
+                "UPDATE batches SET status = 'cancelled', ended_at = ?, "
+                "cancelled_count = cancelled_count + ? WHERE seq = ? AND status = 'cancelling'",
+                (self._clock(), cur.rowcount, batch_seq),
+            )
+
+    def processing_batches(self) -> list[Batch]:
+        """Batches being processed, oldest start first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status = 'processing' "
+                "ORDER BY started_at, seq"
+            ).fetchall()
+        return [Batch(*r) for r in rows]
+
+    def take_pending(self, batch: Batch, limit: int) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` pending requests of a batch, in the order they were added."""
+        with self._tx() as conn:
+            return conn.execute(
+                "SELECT n, custom_id, body FROM requests WHERE batch_seq = ? AND status = 'pending'"
+                " ORDER BY n LIMIT ?",
+                (batch.seq, limit),
+            ).fetchall()
+
+    def record(self, batch_seq: int, outcomes: Sequence[Outcome]) -> None:
+        """Write the results of a chunk and the batch's counts in one transaction."""
+        updates = []
+        done = failed = prompt = completion = 0
+        with self._tx() as conn:
+            for o in outcomes:
+                self._result_seq += 1
+                if o.error is None:
+                    status, payload = "completed", {"response": o.response}
+                    done += 1
+                else:
+                    status, payload = "failed", {"error": o.error}
+                    failed += 1
+                prompt += o.prompt_tokens
+                completion += o.completion_tokens
+                result = orjson.dumps(
+                    {"id": request_id(o.n), "custom_id": o.custom_id, "status": status, **payload}
+                )
+                updates.append((status, self._result_seq, result, o.n))
+            cur = conn.executemany(
+                "UPDATE requests SET status = ?, result_seq = ?, result = ? "
+                "WHERE n = ? AND status = 'pending'",
+                updates,
+            )
+            if cur.rowcount != len(updates):  # pragma: no cover - a second writer on the file
+                raise RuntimeError(
+                    "requests changed under the worker; is another server on this db?"
+                )
+            conn.execute(
+                "UPDATE batches SET completed_count = completed_count + ?, "
+                "failed_count = failed_count + ?, prompt_tokens = prompt_tokens + ?, "
+                "completion_tokens = completion_tokens + ? WHERE seq = ?",
+                (done, failed, prompt, completion, batch_seq),
+            )
+
+    def finish(self, batch_seq: int, error: dict[str, str] | None = None) -> None:
+        """End a processing batch: ``completed``, or ``failed`` with ``error``.
+
+        A failing batch's requests that are still pending fail with the batch's
+        error, so that every request has a result.
+        """
+        now = self._clock()
+        with self._tx() as conn:
+            if error is None:
+                conn.execute(
+                    "UPDATE batches SET status = 'completed', ended_at = ? "
+                    "WHERE seq = ? AND status = 'processing'",
+                    (now, batch_seq),
+                )
+                return
+            pending = conn.execute(
+                "SELECT n, custom_id FROM requests WHERE batch_seq = ? AND status = 'pending' "
+                "ORDER BY n",
+                (batch_seq,),
+            ).fetchall()
+            self.record(batch_seq, [Outcome(n, cid, error=error) for n, cid in pending])
+            conn.execute(
+                "UPDATE batches SET status = 'failed', ended_at = ?, error = ? "
+                "WHERE seq = ? AND status = 'processing'",
+                (now, orjson.dumps(error).decode(), batch_seq),
+            )
