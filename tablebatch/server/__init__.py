@@ -6,7 +6,7 @@ httpx transport), ``serve_in_thread(settings)`` (a thread on a free port), and
 """
 
 from tablebatch.server.app import create_app
-from tablebatch.server.runner import RunningServer, serve, serve_in_thread
+from tablebatch.server.runner import RunningServer, serve, serve_app_in_thread, serve_in_thread
 from tablebatch.server.settings import FaultSettings, Limits, ServerSettings
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "ServerSettings",
     "create_app",
     "serve",
+    "serve_app_in_thread",
     "serve_in_thread",
 ]

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -50,11 +51,8 @@ def _url(host: str, sock: socket.socket) -> str:
 
 
 @contextmanager
-def serve_in_thread(
-    settings: ServerSettings | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[RunningServer]:
-    """Run a server in a background thread for the duration of the block."""
-    app = create_app(settings)
+def serve_app_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve any ASGI app in a background thread; yields its root URL."""
     sock = _bind(host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
@@ -65,13 +63,23 @@ def serve_in_thread(
     try:
         while not server.started:
             if not thread.is_alive():
-                raise RuntimeError("the local Batch API server failed to start; see the log")
+                raise RuntimeError("the server failed to start; see the log")
             threading.Event().wait(0.005)
-        yield RunningServer(_url(host, sock), app)
+        yield _url(host, sock).removesuffix("/v1")
     finally:
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+@contextmanager
+def serve_in_thread(
+    settings: ServerSettings | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RunningServer]:
+    """Run a local Batch API server in a background thread for the duration of the block."""
+    app = create_app(settings)
+    with serve_app_in_thread(app, host=host, port=port) as root:
+        yield RunningServer(root + "/v1", app)
 
 
 def serve(

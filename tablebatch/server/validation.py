@@ -8,6 +8,7 @@ anything is stored, and every bad item is named.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -16,7 +17,9 @@ from tablebatch.server.errors import InvalidRequest, PayloadTooLarge
 from tablebatch.server.settings import Limits
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+NEEDS_CONTENT = frozenset({"system", "developer", "user"})
 MAX_CUSTOM_ID = 512
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHOWN = 10
 
 
@@ -35,6 +38,8 @@ def _body_problem(body: Any) -> str | None:
         if message.get("role") not in ROLES:
             return f"body.messages[{j}].role must be one of {', '.join(sorted(ROLES))}"
         content = message.get("content")
+        if content is None and message["role"] in NEEDS_CONTENT:
+            return f"body.messages[{j}].content is missing"
         if content is not None and not isinstance(content, str | list):
             return f"body.messages[{j}].content must be a string or a list of parts"
     return None
@@ -87,6 +92,8 @@ def parse_add_requests(raw: bytes, limits: Limits) -> list[tuple[str, bytes]]:
             problem = "custom_id must be a non-empty string"
         elif len(custom_id) > MAX_CUSTOM_ID:
             problem = f"custom_id is longer than {MAX_CUSTOM_ID} characters"
+        elif _CONTROL.search(custom_id):
+            problem = "custom_id must not contain control characters"
         elif custom_id in seen:
             problem = f"custom_id repeats requests[{seen[custom_id]}]; custom_ids must be unique"
         else:

@@ -32,7 +32,8 @@ from tablebatch.server.store import Outcome
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"[a-z']+")
 _LIST_CHOICES = re.compile(
-    r"(?:\b(?:one of|choose from|answer with)\b\s*:?|\b(?:labels?|categories|classes|options)\s*:)"
+    r"(?:\b(?:answer with(?: one of)?|choose(?: one)? from|one of)\b\s*:?"
+    r"|\b(?:labels?|categories|classes|options)\s*:)"
     r"\s*\[?([^\n?\].]+)",
     re.IGNORECASE,
 )

@@ -1,0 +1,90 @@
+"""A real server process, killed with SIGKILL mid-batch, finishes the batch on restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import make_requests, new_batch, wait_for, walk
+
+
+@contextmanager
+def server_process(db: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``tablebatch server`` on a free port; yields the process and its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "server", "--port", "0", "--db", str(db), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, line + proc.stderr.read()
+        yield proc, line.split("listening on ")[1].split()[0]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_kill_9_while_processing_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "server.db"
+    with server_process(db, "--processing-rate", "500") as (proc, url):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            batch = new_batch(http, "durable")
+            for start in range(0, 3000, 1000):
+                http.post(
+                    f"/batches/{batch['id']}/requests",
+                    json={"requests": make_requests(1000, start=start)},
+                ).raise_for_status()
+            http.post(f"/batches/{batch['id']}/start").raise_for_status()
+            wait_for(http, batch["id"], lambda b: b["completed_count"] >= 200)
+        proc.kill()
+        proc.wait()
+    with server_process(db) as (_, url), httpx.Client(base_url=url, timeout=30) as http:
+        midway = http.get(f"/batches/{batch['id']}").json()
+        assert midway["status"] == "processing"
+        assert 200 <= midway["completed_count"] < 3000
+        done = wait_for(http, batch["id"])
+        results = walk(http, f"/batches/{batch['id']}/results", limit=10_000)
+        requests = walk(http, f"/batches/{batch['id']}/requests", limit=10_000)
+    assert done["status"] == "completed"
+    assert (done["request_count"], done["completed_count"], done["failed_count"]) == (3000, 3000, 0)
+    custom_ids = [r["custom_id"] for r in results]
+    assert len(custom_ids) == len(set(custom_ids)) == 3000
+    assert {r["status"] for r in requests} == {"completed"}
+
+
+def test_server_command_rejects_bad_settings(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "server",
+            "--db",
+            str(tmp_path / "x.db"),
+            "--fault-rate-limit",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "rate_limit_rate" in result.stderr
+    assert "Traceback" not in result.stderr
