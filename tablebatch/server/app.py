@@ -126,6 +126,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warm_up = getattr(backend, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
         worker.start()
         try:
             yield

@@ -190,6 +190,12 @@ class Outcome:
     error: dict[str, str] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    encoded: bytes | None = None  # the result's JSON, when the backend built it already
+
+
+def encode_result(n: int, custom_id: str, status: str, key: str, value: Any) -> bytes:
+    """The JSON of a result object, as it is stored and served."""
+    return orjson.dumps({"id": request_id(n), "custom_id": custom_id, "status": status, key: value})
 
 
 class Store:
@@ -518,13 +524,15 @@ class Store:
             ).fetchall()
         return [Batch(*r) for r in rows]
 
-    def take_pending(self, batch: Batch, limit: int) -> list[tuple[int, str, bytes]]:
-        """Up to ``limit`` pending requests of a batch, in the order they were added."""
+    def take_pending(
+        self, batch: Batch, limit: int, after_n: int = 0
+    ) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` pending requests of a batch past row ``after_n``, in order."""
         with self._tx() as conn:
             return conn.execute(
                 "SELECT n, custom_id, body FROM requests WHERE batch_seq = ? AND status = 'pending'"
-                " ORDER BY n LIMIT ?",
-                (batch.seq, limit),
+                " AND n > ? ORDER BY n LIMIT ?",
+                (batch.seq, after_n, limit),
             ).fetchall()
 
     def record(self, batch_seq: int, outcomes: Sequence[Outcome]) -> None:
@@ -535,16 +543,17 @@ class Store:
             for o in outcomes:
                 self._result_seq += 1
                 if o.error is None:
-                    status, payload = "completed", {"response": o.response}
+                    status = "completed"
+                    result = o.encoded or encode_result(
+                        o.n, o.custom_id, status, "response", o.response
+                    )
                     done += 1
                 else:
-                    status, payload = "failed", {"error": o.error}
+                    status = "failed"
+                    result = o.encoded or encode_result(o.n, o.custom_id, status, "error", o.error)
                     failed += 1
                 prompt += o.prompt_tokens
                 completion += o.completion_tokens
-                result = orjson.dumps(
-                    {"id": request_id(o.n), "custom_id": o.custom_id, "status": status, **payload}
-                )
                 updates.append((status, self._result_seq, result, o.n))
             cur = conn.executemany(
                 "UPDATE requests SET status = ?, result_seq = ?, result = ? "

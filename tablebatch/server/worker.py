@@ -15,7 +15,10 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import orjson
 
@@ -26,6 +29,7 @@ from tablebatch.server.store import Batch, Outcome, Store
 log = logging.getLogger("tablebatch.server")
 
 IDLE_WAIT_S = 1.0
+IN_FLIGHT = 2  # chunks at the backend at once: one being answered, one queued
 PRUNE_EVERY_S = 600.0
 
 INJECTED_REQUEST_ERROR = {
@@ -45,8 +49,24 @@ def _unit(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+@dataclass
+class _Chunk:
+    """Requests handed to the backend, whose outcomes are not recorded yet."""
+
+    batch_seq: int
+    batch_id: str
+    rows: list[tuple[int, str, bytes]]
+    early: dict[int, Outcome]
+    future: Future[list[Outcome]] | None
+
+
 class Worker:
-    """Processes pending requests of processing batches through a backend."""
+    """Processes pending requests of processing batches through a backend.
+
+    Up to ``IN_FLIGHT`` chunks are at the backend while the oldest is written,
+    so that a backend that works outside this thread (helper processes, HTTP)
+    never waits for SQLite, nor SQLite for it.
+    """
 
     def __init__(
         self,
@@ -62,6 +82,8 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._calls = ThreadPoolExecutor(1, thread_name_prefix="tablebatch-backend")
+        self._in_flight: deque[_Chunk] = deque()
         self._last_prune = 0.0
 
     def start(self) -> None:
@@ -79,6 +101,7 @@ class Worker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._calls.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -86,10 +109,15 @@ class Worker:
                 wait = self.run_once()
             except Exception:  # keep serving; the error is in the log
                 log.exception("worker step failed")
+                self._in_flight.clear()  # their requests stay pending and are taken again
                 wait = IDLE_WAIT_S
             if wait:
                 self._wake.wait(wait)
                 self._wake.clear()
+        try:
+            self._drain()
+        except Exception:  # the requests stay pending and are taken again on restart
+            log.exception("could not record the last chunk")
 
     def run_once(self) -> float:
         """Do one step of work; return how long to wait before the next (0: go on)."""
@@ -97,7 +125,10 @@ class Worker:
         if now - self._last_prune > PRUNE_EVERY_S:
             self.store.prune_idempotency(self.settings.idempotency_ttl_s)
             self._last_prune = now
-        for batch in self.store.cancelling_batches():
+        cancelling = self.store.cancelling_batches()
+        if cancelling:
+            self._drain()
+        for batch in cancelling:
             self.store.finish_cancel(batch.seq)
             log.info("batch %s cancelled", batch.id)
         faults = self.settings.faults
@@ -109,35 +140,54 @@ class Worker:
                 continue
             self._step(batch)
             return 0.0
+        self._drain()
         return wait
 
     def _step(self, batch: Batch) -> None:
         faults = self.settings.faults
-        ended = batch.request_count - batch.pending_count
+        if self._in_flight and self._in_flight[0].batch_seq != batch.seq:
+            self._drain()
+        in_flight = sum(len(chunk.rows) for chunk in self._in_flight)
+        ended = batch.request_count - batch.pending_count + in_flight
         limit = self.settings.worker_chunk
-        failing = faults.batch_failure_rate and _unit(faults.seed, batch.id) < (
-            faults.batch_failure_rate
-        )
-        if failing:
+        if faults.batch_failure_rate and _unit(faults.seed, batch.id) < faults.batch_failure_rate:
             fail_at = math.ceil(faults.batch_fail_after * batch.request_count)
             if ended >= fail_at:
+                if in_flight:
+                    self._drain()
+                    return
                 self.store.finish(batch.seq, INJECTED_BATCH_ERROR)
                 log.info("batch %s failed (injected)", batch.id)
                 return
             limit = min(limit, fail_at - ended)
-        if batch.pending_count == 0:
+        if ended >= batch.request_count:
+            if in_flight:
+                self._drain()
+                return
             self.store.finish(batch.seq)
             log.info("batch %s completed", batch.id)
             return
         if faults.processing_rate:
             limit = min(limit, max(1, int(faults.processing_rate / 10)))
-        rows = self.store.take_pending(batch, limit)
-        self.store.record(batch.seq, self._complete(batch, rows))
+        after_n = self._in_flight[-1].rows[-1][0] if self._in_flight else 0
+        rows = self.store.take_pending(batch, limit, after_n)
+        if rows:
+            self._in_flight.append(self._submit(batch, rows))
+        if len(self._in_flight) >= IN_FLIGHT or not rows:
+            self._drain(1)
         if faults.processing_rate:
             self._stop.wait(len(rows) / faults.processing_rate)
 
-    def _complete(self, batch: Batch, rows: list[tuple[int, str, bytes]]) -> list[Outcome]:
-        """Outcomes for ``rows``: injected failures and unknown models first, then the backend."""
+    def _drain(self, count: int | None = None) -> None:
+        """Record the outcomes of the oldest ``count`` chunks in flight (None: all)."""
+        while self._in_flight and (count is None or count > 0):
+            chunk = self._in_flight[0]
+            self.store.record(chunk.batch_seq, self._collect(chunk))
+            self._in_flight.popleft()
+            count = None if count is None else count - 1
+
+    def _submit(self, batch: Batch, rows: list[tuple[int, str, bytes]]) -> _Chunk:
+        """Decide injected failures and unknown models now; send the rest to the backend."""
         faults = self.settings.faults
         models = self.settings.models
         early: dict[int, Outcome] = {}
@@ -159,10 +209,19 @@ class Worker:
                         },
                     )
         rest = [row for row in rows if row[0] not in early]
+        future: Future[list[Outcome]] | None = None
+        if rest:
+            submit = getattr(self.backend, "submit", None)
+            future = submit(rest) if submit else self._calls.submit(self.backend.complete, rest)
+        return _Chunk(batch.seq, batch.id, rows, early, future)
+
+    def _collect(self, chunk: _Chunk) -> list[Outcome]:
+        """The outcomes of a chunk, in its order; a backend crash fails its requests."""
         try:
-            answered = iter(self.backend.complete(rest) if rest else [])
+            answered = iter(chunk.future.result() if chunk.future else [])
         except Exception as exc:
-            log.exception("backend %s failed on a chunk of batch %s", self.backend.name, batch.id)
+            log.exception("backend %s failed on a chunk of %s", self.backend.name, chunk.batch_id)
             error = {"type": "server_error", "message": f"The backend failed: {exc}"[:500]}
+            rest = [row for row in chunk.rows if row[0] not in chunk.early]
             answered = iter(Outcome(n, cid, error=error) for n, cid, _ in rest)
-        return [early[n] if n in early else next(answered) for n, _, _ in rows]
+        return [chunk.early.get(n) or next(answered) for n, _, _ in chunk.rows]

@@ -27,7 +27,9 @@ def _complete(body: dict[str, Any]) -> dict[str, Any]:
         [(1, "c", orjson.dumps(body))]
     )
     assert outcome.error is None
-    return outcome.response
+    result = orjson.loads(outcome.encoded)
+    assert (result["custom_id"], result["status"]) == ("c", "completed")
+    return result["response"]
 
 
 @pytest.mark.parametrize(
@@ -98,10 +100,21 @@ def test_the_same_request_always_gets_the_same_answer() -> None:
     assert other["id"] != first["id"]
 
 
+def test_helper_processes_answer_as_the_thread_does() -> None:
+    rows = [
+        (i, f"c{i}", orjson.dumps(chat(f"Is it good or bad?\n\nItem {i} is {'great' * (i % 3)}.")))
+        for i in range(600)
+    ]
+    parallel = OfflineBackend(clock=lambda: 5, processes=2).complete(rows)
+    inline = OfflineBackend(clock=lambda: 5, processes=0).complete(rows)
+    assert len(parallel) == 600
+    assert [(o.n, o.encoded) for o in parallel] == [(o.n, o.encoded) for o in inline]
+
+
 def test_usage_is_counted_by_a_fixed_rule() -> None:
-    response = _complete(chat("one two three"))
+    response = _complete(chat("one two three"))  # 13 characters: 4 tokens
     usage = response["usage"]
-    assert usage["prompt_tokens"] == 3 + 4 + 3
+    assert usage["prompt_tokens"] == 4 + 4 + 3
     assert usage["completion_tokens"] >= 1
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
@@ -112,8 +125,8 @@ def test_max_tokens_cuts_the_answer() -> None:
     cut = _complete(chat(long_text, max_tokens=5))
     assert full["choices"][0]["finish_reason"] == "stop"
     assert cut["choices"][0]["finish_reason"] == "length"
-    assert cut["usage"]["completion_tokens"] == 5
-    assert cut["choices"][0]["message"]["content"] == "word0 word1 word2 word3 word4"
+    assert cut["choices"][0]["message"]["content"] == "word0 word1 word2"
+    assert cut["usage"]["completion_tokens"] == 5  # 17 characters
 
 
 def test_content_parts_are_read() -> None:

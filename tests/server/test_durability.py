@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,19 @@ def server_process(db: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str
         proc.stderr.close()
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def test_kill_9_while_processing_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "server.db"
     with server_process(db, "--processing-rate", "500") as (proc, url):
@@ -53,8 +67,14 @@ def test_kill_9_while_processing_loses_nothing(tmp_path: Path) -> None:
                 ).raise_for_status()
             http.post(f"/batches/{batch['id']}/start").raise_for_status()
             wait_for(http, batch["id"], lambda b: b["completed_count"] >= 200)
+        helpers = _children(proc.pid)
+        assert helpers, "the offline backend's helper processes were not started"
         proc.kill()
         proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in helpers):  # no orphans are left behind
+        assert time.monotonic() < deadline, f"helper processes outlived the server: {helpers}"
+        time.sleep(0.05)
     with server_process(db) as (_, url), httpx.Client(base_url=url, timeout=30) as http:
         midway = http.get(f"/batches/{batch['id']}").json()
         assert midway["status"] == "processing"
