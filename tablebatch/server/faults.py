@@ -46,8 +46,8 @@ class FaultInjector:
 
     def _pre_effect(self, draw: float) -> tuple | None:
         f = self.faults
+        retry = f"{f.retry_after_s:g}"
         if draw < f.rate_limit_rate:
-            retry = f"{f.retry_after_s:g}"
             return _error(
                 429,
                 "rate_limit_error",
@@ -63,7 +63,7 @@ class FaultInjector:
                 503,
                 "overloaded_error",
                 "The server is overloaded (injected fault); retry later.",
-                [(b"retry-after", b"1")],
+                [(b"retry-after", retry.encode())],
             )
         return None
 

@@ -39,7 +39,7 @@ class FaultSettings(BaseModel):
 
     seed: int = 0
     rate_limit_rate: Share = Field(0.0, description="Share of calls answered 429.")
-    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with a 429.")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with a 429 or 503.")
     server_error_rate: Share = Field(0.0, description="Share of calls answered 500.")
     unavailable_rate: Share = Field(0.0, description="Share of calls answered 503.")
     post_commit_error_rate: Share = Field(0.0, description="Share of POSTs answered 500 after.")

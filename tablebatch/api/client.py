@@ -1,0 +1,473 @@
+"""``BatchClient``: every call of the Batch API, retried, paginated and idempotent.
+
+It is built to be trusted with a paid account:
+
+- every call goes through one retry loop (``tablebatch.api.retry``); every POST
+  carries an ``Idempotency-Key`` that its retries reuse;
+- a call that may have taken effect (a reset connection, a read timeout, a 500)
+  is repeated blindly only where that is harmless. Adding requests is not: the
+  client then asks the batch which ``custom_id``s it holds and sends only the
+  rest, so no request is added twice even by a server that ignores the key;
+- ``iter_*`` walk every page, so a caller never handles a cursor;
+- ``add_requests`` splits any number of requests into calls that fit the
+  per-call limits, by count and by bytes;
+- ``wait_for_batch`` polls with a growing interval against a monotonic clock.
+
+The API key lives only in the HTTP client's headers: not in a repr, a log line
+or an exception. Time is injected (``sleep``, ``clock``) so tests never wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from tablebatch import __version__
+from tablebatch.api.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    BatchApiError,
+    ConflictError,
+    WaitTimeoutError,
+    status_error,
+)
+from tablebatch.api.models import (
+    CHAT_COMPLETIONS,
+    Batch,
+    BatchList,
+    BatchRequest,
+    BatchRequestList,
+    BatchResult,
+    BatchResultList,
+    BatchStatus,
+    NewRequest,
+    RequestStatus,
+)
+from tablebatch.api.retry import NOT_PROCESSED_STATUS, RetryPolicy, parse_retry_after
+
+log = logging.getLogger("tablebatch.api")
+
+M = TypeVar("M", bound=BaseModel)
+RequestLike = Mapping[str, Any] | NewRequest
+
+DEFAULT_REQUESTS_PER_CALL = 1000
+DEFAULT_BYTES_PER_CALL = 8 * 2**20
+_WRAPPER_BYTES = len(b'{"requests":[]}')
+
+
+@dataclass
+class AddResult:
+    """What ``add_requests`` did: requests added, requests the batch already held, calls."""
+
+    added: int = 0
+    already_present: int = 0
+    calls: int = 0
+
+
+def encode_request(request: RequestLike) -> tuple[str, bytes]:
+    """A request as ``(custom_id, its JSON)``, checked to have a custom_id and a body."""
+    if isinstance(request, NewRequest):
+        return request.custom_id, orjson.dumps(request.model_dump(mode="json", exclude_unset=True))
+    custom_id = request.get("custom_id")
+    body = request.get("body")
+    if not isinstance(custom_id, str) or not custom_id or not isinstance(body, Mapping):
+        raise ValueError(f"a request needs a custom_id (string) and a body (object): {request!r}")
+    return custom_id, orjson.dumps({"custom_id": custom_id, "body": body})
+
+
+def chunk_requests(
+    encoded: list[tuple[str, bytes]], max_count: int, max_bytes: int
+) -> Iterator[list[tuple[str, bytes]]]:
+    """Split encoded requests into runs that fit ``max_count`` and ``max_bytes`` per call."""
+    chunk: list[tuple[str, bytes]] = []
+    size = _WRAPPER_BYTES
+    for custom_id, item in encoded:
+        item_size = len(item) + 1  # the comma
+        if item_size + _WRAPPER_BYTES > max_bytes:
+            raise ValueError(
+                f"request {custom_id!r} has {len(item)} bytes, more than one call may carry "
+                f"({max_bytes} bytes); shorten its prompt or raise max_bytes_per_call."
+            )
+        if chunk and (len(chunk) >= max_count or size + item_size > max_bytes):
+            yield chunk
+            chunk, size = [], _WRAPPER_BYTES
+        chunk.append((custom_id, item))
+        size += item_size
+    if chunk:
+        yield chunk
+
+
+def _new_key() -> str:
+    return f"tb-{uuid.uuid4().hex}"
+
+
+class BatchClient:
+    """A client for one Batch API (the seed's shape), e.g. ``BatchClient(server.url)``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        key_source: str | None = None,
+        max_requests_per_call: int = DEFAULT_REQUESTS_PER_CALL,
+        max_bytes_per_call: int = DEFAULT_BYTES_PER_CALL,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``base_url`` ends before the resource paths (e.g. ``…/v1``); ``key_source`` names
+        where the key came from (e.g. ``$XAI_API_KEY``) for the message of a 401."""
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy(max_retries=max_retries)
+        self.key_source = key_source
+        self.max_requests_per_call = max_requests_per_call
+        self.max_bytes_per_call = max_bytes_per_call
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        headers = {"User-Agent": f"tablebatch/{__version__}", "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_env(
+        cls, base_url: str, api_key_env: str = "XAI_API_KEY", **options: Any
+    ) -> BatchClient:
+        """A client whose key is read from the environment variable ``api_key_env``."""
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise BatchApiError(
+                f"No API key: set the environment variable {api_key_env} to the key of {base_url}."
+            )
+        return cls(base_url, key, key_source=f"${api_key_env}", **options)
+
+    def __repr__(self) -> str:
+        return f"BatchClient(base_url={self.base_url!r})"
+
+    def __enter__(self) -> BatchClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    # -- the transport loop -----------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        idempotency_key: str | None = None,
+        repeat_if_maybe_sent: bool = True,
+    ) -> httpx.Response:
+        """Send one logical call, retrying by the policy; raise the last error."""
+        headers: dict[str, str] = {}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            error: BatchApiError
+            try:
+                response = self._http.request(
+                    method, path, params=query, content=content, headers=headers
+                )
+            except httpx.TimeoutException as exc:
+                error = APITimeoutError(
+                    f"{method} {path}: no answer from {self.base_url} in time "
+                    f"({type(exc).__name__}).",
+                    maybe_sent=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
+                    attempts=attempt,
+                )
+                error.__cause__ = exc
+                maybe_sent = error.maybe_sent
+            except httpx.TransportError as exc:
+                error = APIConnectionError(
+                    f"{method} {path}: could not reach {self.base_url} "
+                    f"({type(exc).__name__}: {exc}).",
+                    maybe_sent=not isinstance(exc, httpx.ConnectError),
+                    attempts=attempt,
+                )
+                error.__cause__ = exc
+                maybe_sent = error.maybe_sent
+            else:
+                if response.status_code < 400:
+                    return response
+                error = status_error(response, attempts=attempt, key_source=self.key_source)
+                if not self.retry.retryable_status(response.status_code):
+                    raise error
+                maybe_sent = response.status_code not in NOT_PROCESSED_STATUS
+                retry_after = parse_retry_after(response.headers, self._wall_clock())
+            if maybe_sent and not repeat_if_maybe_sent:
+                raise error
+            if attempt > self.retry.max_retries:
+                raise error
+            delay = self.retry.delay(attempt, retry_after)
+            deadline = self.retry.deadline
+            if deadline is not None and self._clock() - started + delay > deadline:
+                raise error
+            log.info("%s %s: %s; retry %d in %.2f s", method, path, error, attempt, delay)
+            self._sleep(delay)
+
+    def _parse(self, model: type[M], response: httpx.Response) -> M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            request = response.request
+            raise BatchApiError(
+                f"{request.method} {request.url.path}: the answer is not a {model.__name__} "
+                f"as the Batch API defines it: {exc.errors()[0].get('msg')} at "
+                f"{'.'.join(map(str, exc.errors()[0].get('loc', ())))}."
+            ) from exc
+
+    def _get(self, path: str, model: type[M], **params: Any) -> M:
+        return self._parse(model, self._request("GET", path, params=params))
+
+    def _post(self, path: str, model: type[M], payload: Mapping[str, Any] | None = None) -> M:
+        content = orjson.dumps(payload) if payload is not None else b""
+        response = self._request("POST", path, content=content, idempotency_key=_new_key())
+        return self._parse(model, response)
+
+    def _paginate(self, path: str, model: type[Any], page_size: int, **params: Any) -> Iterator:
+        after: str | None = None
+        while True:
+            page = self._get(path, model, limit=page_size, after=after, **params)
+            yield from page.data
+            if not page.has_more:
+                return
+            if not page.data:
+                raise BatchApiError(f"GET {path}: the server said has_more but sent no items.")
+            if page.data[-1].id == after:
+                raise BatchApiError(f"GET {path}: the cursor did not move past {after!r}.")
+            after = page.data[-1].id
+
+    # -- batches -----------------------------------------------------------------
+
+    def create_batch(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        description: str | None = None,
+        endpoint: str = CHAT_COMPLETIONS,
+    ) -> Batch:
+        """Create an empty batch."""
+        payload: dict[str, Any] = {"name": name, "endpoint": endpoint}
+        if model is not None:
+            payload["model"] = model
+        if description is not None:
+            payload["description"] = description
+        return self._post("/batches", Batch, payload)
+
+    def get_batch(self, batch_id: str) -> Batch:
+        """A batch and its counts."""
+        return self._get(f"/batches/{batch_id}", Batch)
+
+    def list_batches(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        status: BatchStatus | None = None,
+        name: str | None = None,
+    ) -> BatchList:
+        """One page of batches, newest first (``name`` is an extension of the local server)."""
+        return self._get("/batches", BatchList, limit=limit, after=after, status=status, name=name)
+
+    def iter_batches(
+        self, *, status: BatchStatus | None = None, name: str | None = None, page_size: int = 100
+    ) -> Iterator[Batch]:
+        """Every batch (of a status, of a name), newest first, across pages."""
+        for batch in self._paginate("/batches", BatchList, page_size, status=status, name=name):
+            if name is None or batch.name == name:  # a server may ignore the name filter
+                yield batch
+
+    def find_batch(self, name: str) -> Batch | None:
+        """The newest batch with exactly this name, or None: how a job finds its batch again."""
+        return next(self.iter_batches(name=name), None)
+
+    def start(self, batch_id: str) -> Batch:
+        """Start processing a batch; starting one that already started returns it as it is."""
+        try:
+            return self._post(f"/batches/{batch_id}/start", Batch)
+        except ConflictError:
+            batch = self.get_batch(batch_id)
+            if batch.status in ("processing", "completed", "failed"):
+                return batch  # an earlier attempt of this call went through
+            raise
+
+    def cancel(self, batch_id: str) -> Batch:
+        """Cancel a batch; cancelling one already cancelling or cancelled returns it."""
+        try:
+            return self._post(f"/batches/{batch_id}/cancel", Batch)
+        except ConflictError:
+            batch = self.get_batch(batch_id)
+            if batch.status in ("cancelling", "cancelled"):
+                return batch
+            raise
+
+    # -- requests ----------------------------------------------------------------
+
+    def list_requests(
+        self,
+        batch_id: str,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        status: RequestStatus | None = None,
+    ) -> BatchRequestList:
+        """One page of a batch's requests, in the order they were added."""
+        return self._get(
+            f"/batches/{batch_id}/requests",
+            BatchRequestList,
+            limit=limit,
+            after=after,
+            status=status,
+        )
+
+    def iter_requests(
+        self, batch_id: str, *, status: RequestStatus | None = None, page_size: int = 1000
+    ) -> Iterator[BatchRequest]:
+        """Every request of a batch (of a status), across pages."""
+        yield from self._paginate(
+            f"/batches/{batch_id}/requests", BatchRequestList, page_size, status=status
+        )
+
+    def add_requests(self, batch_id: str, requests: Iterable[RequestLike]) -> AddResult:
+        """Add requests to a batch, in calls that fit the limits, each request once.
+
+        A request whose ``custom_id`` the batch already holds is not sent again
+        (counted in ``already_present``): adding is safe to repeat after a crash.
+        """
+        encoded = [encode_request(r) for r in requests]
+        seen: set[str] = set()
+        for custom_id, _ in encoded:
+            if custom_id in seen:
+                raise ValueError(f"custom_id {custom_id!r} is given twice; custom_ids are unique.")
+            seen.add(custom_id)
+        result = AddResult()
+        for chunk in chunk_requests(encoded, self.max_requests_per_call, self.max_bytes_per_call):
+            self._add_chunk(batch_id, chunk, result)
+        return result
+
+    def _add_chunk(self, batch_id: str, chunk: list[tuple[str, bytes]], result: AddResult) -> None:
+        path = f"/batches/{batch_id}/requests"
+        pending = chunk
+        rounds = 0
+        while pending:
+            payload = b'{"requests":[' + b",".join(item for _, item in pending) + b"]}"
+            try:
+                result.calls += 1
+                self._request(
+                    "POST",
+                    path,
+                    content=payload,
+                    idempotency_key=_new_key(),
+                    repeat_if_maybe_sent=False,
+                )
+            except ConflictError as exc:
+                present = set(exc.custom_ids) or self._present(batch_id, pending)
+                if not present:
+                    raise  # a conflict of status, not of custom_ids
+            except (APIConnectionError, APIStatusError) as exc:
+                rounds += 1
+                if isinstance(exc, APIStatusError) and exc.status_code < 500:
+                    raise
+                if rounds > self.retry.max_retries:
+                    raise
+                log.info("adding to %s: %s; checking what the batch holds", batch_id, exc)
+                self._sleep(self.retry.delay(rounds))
+                present = self._present(batch_id, pending)
+            else:
+                result.added += len(pending)
+                return
+            before = len(pending)
+            pending = [item for item in pending if item[0] not in present]
+            if len(pending) == before and not rounds:
+                raise BatchApiError(
+                    f"POST {path}: the server reported custom_ids that this call did not send."
+                )
+            result.already_present += before - len(pending)
+
+    def _present(self, batch_id: str, pending: list[tuple[str, bytes]]) -> set[str]:
+        """Which of ``pending``'s custom_ids the batch already holds."""
+        wanted = {custom_id for custom_id, _ in pending}
+        return {r.custom_id for r in self.iter_requests(batch_id, page_size=10_000)} & wanted
+
+    # -- results -----------------------------------------------------------------
+
+    def list_results(
+        self, batch_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> BatchResultList:
+        """One page of a batch's results, in the order they were written."""
+        return self._get(f"/batches/{batch_id}/results", BatchResultList, limit=limit, after=after)
+
+    def iter_results(self, batch_id: str, *, page_size: int = 1000) -> Iterator[BatchResult]:
+        """Every result of a batch, across pages."""
+        yield from self._paginate(f"/batches/{batch_id}/results", BatchResultList, page_size)
+
+    # -- waiting -----------------------------------------------------------------
+
+    def wait_for_batch(
+        self,
+        batch_id: str,
+        *,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        max_wait: float | None = None,
+        on_progress: Callable[[Batch], None] | None = None,
+    ) -> Batch:
+        """Poll until the batch ends and return it; raise ``WaitTimeoutError`` after ``max_wait``.
+
+        The interval starts at ``poll_interval`` and grows by half each poll up
+        to ``max_poll_interval``. ``on_progress`` gets the batch at the first
+        poll and whenever its counts or status change.
+        """
+        started = self._clock()
+        interval = poll_interval
+        last: tuple[Any, ...] | None = None
+        while True:
+            batch = self.get_batch(batch_id)
+            state = (batch.status, batch.completed_count, batch.failed_count, batch.cancelled_count)
+            if on_progress is not None and state != last:
+                on_progress(batch)
+            last = state
+            if batch.is_terminal:
+                return batch
+            waited = self._clock() - started
+            if max_wait is not None and waited >= max_wait:
+                raise WaitTimeoutError(batch, waited)
+            delay = min(interval, max_poll_interval)
+            if max_wait is not None:
+                delay = min(delay, max_wait - waited)
+            self._sleep(max(delay, 0.0))
+            interval *= 1.5
