@@ -18,6 +18,7 @@ from tablebatch.api.errors import (
     ServerError,
     UnprocessableEntityError,
     WaitTimeoutError,
+    raise_for_status,
 )
 from tablebatch.api.models import Batch, BatchRequest, BatchResult, NewRequest
 from tablebatch.api.retry import RetryPolicy
@@ -48,4 +49,5 @@ __all__ = [
     "WaitTimeoutError",
     "chunk_requests",
     "encode_request",
+    "raise_for_status",
 ]

@@ -39,6 +39,7 @@ from tablebatch.api.errors import (
     BatchApiError,
     ConflictError,
     WaitTimeoutError,
+    raise_for_status,
     status_error,
 )
 from tablebatch.api.models import (
@@ -74,8 +75,17 @@ class AddResult:
     calls: int = 0
 
 
-def encode_request(request: RequestLike) -> tuple[str, bytes]:
-    """A request as ``(custom_id, its JSON)``, checked to have a custom_id and a body."""
+def encode_request(request: RequestLike | tuple[str, bytes]) -> tuple[str, bytes]:
+    """A request as ``(custom_id, its JSON)``, checked to have a custom_id and a body.
+
+    A ``(custom_id, bytes)`` pair is taken as already encoded."""
+    if isinstance(request, tuple):
+        custom_id, item = request
+        if not isinstance(custom_id, str) or not isinstance(item, bytes):
+            raise ValueError("an encoded request is a (custom_id, JSON bytes) pair")
+        if not item.startswith(b'{"custom_id":' + orjson.dumps(custom_id) + b","):
+            raise ValueError(f"the encoded request of {custom_id!r} does not start with it")
+        return custom_id, item
     if isinstance(request, NewRequest):
         return request.custom_id, orjson.dumps(request.model_dump(mode="json", exclude_unset=True))
     custom_id = request.get("custom_id")
@@ -141,8 +151,16 @@ class BatchClient:
         self._clock = clock
         self._wall_clock = wall_clock
         headers = {"User-Agent": f"tablebatch/{__version__}", "Accept": "application/json"}
+        self._secret = ""
         if api_key:
+            api_key = api_key.strip()
+            if not api_key.isascii() or not api_key.isprintable() or " " in api_key:
+                raise BatchApiError(
+                    f"The API key from {key_source or 'the caller'} has spaces, control or "
+                    "non-ASCII characters; check that it was copied whole and alone."
+                )
             headers["Authorization"] = f"Bearer {api_key}"
+            self._secret = api_key
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -213,7 +231,7 @@ class BatchClient:
             except httpx.TransportError as exc:
                 error = APIConnectionError(
                     f"{method} {path}: could not reach {self.base_url} "
-                    f"({type(exc).__name__}: {exc}).",
+                    f"({type(exc).__name__}: {self._scrub(str(exc))}).",
                     maybe_sent=not isinstance(exc, httpx.ConnectError),
                     attempts=attempt,
                 )
@@ -227,6 +245,7 @@ class BatchClient:
                     raise error
                 maybe_sent = response.status_code not in NOT_PROCESSED_STATUS
                 retry_after = parse_retry_after(response.headers, self._wall_clock())
+                error.retry_after = retry_after
             if maybe_sent and not repeat_if_maybe_sent:
                 raise error
             if attempt > self.retry.max_retries:
@@ -237,6 +256,10 @@ class BatchClient:
                 raise error
             log.info("%s %s: %s; retry %d in %.2f s", method, path, error, attempt, delay)
             self._sleep(delay)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the API key, should a lower layer have quoted it."""
+        return text.replace(self._secret, "***") if self._secret else text
 
     def _parse(self, model: type[M], response: httpx.Response) -> M:
         try:
@@ -362,7 +385,9 @@ class BatchClient:
             f"/batches/{batch_id}/requests", BatchRequestList, page_size, status=status
         )
 
-    def add_requests(self, batch_id: str, requests: Iterable[RequestLike]) -> AddResult:
+    def add_requests(
+        self, batch_id: str, requests: Iterable[RequestLike | tuple[str, bytes]]
+    ) -> AddResult:
         """Add requests to a batch, in calls that fit the limits, each request once.
 
         A request whose ``custom_id`` the batch already holds is not sent again
@@ -383,6 +408,7 @@ class BatchClient:
         path = f"/batches/{batch_id}/requests"
         pending = chunk
         rounds = 0
+        started = self._clock()
         while pending:
             payload = b'{"requests":[' + b",".join(item for _, item in pending) + b"]}"
             try:
@@ -404,8 +430,12 @@ class BatchClient:
                     raise
                 if rounds > self.retry.max_retries:
                     raise
+                delay = self.retry.delay(rounds, getattr(exc, "retry_after", None))
+                deadline = self.retry.deadline
+                if deadline is not None and self._clock() - started + delay > deadline:
+                    raise
                 log.info("adding to %s: %s; checking what the batch holds", batch_id, exc)
-                self._sleep(self.retry.delay(rounds))
+                self._sleep(delay)
                 present = self._present(batch_id, pending)
             else:
                 result.added += len(pending)
@@ -421,7 +451,7 @@ class BatchClient:
     def _present(self, batch_id: str, pending: list[tuple[str, bytes]]) -> set[str]:
         """Which of ``pending``'s custom_ids the batch already holds."""
         wanted = {custom_id for custom_id, _ in pending}
-        return {r.custom_id for r in self.iter_requests(batch_id, page_size=10_000)} & wanted
+        return {r.custom_id for r in self.iter_requests(batch_id, page_size=1000)} & wanted
 
     # -- results -----------------------------------------------------------------
 
@@ -445,8 +475,10 @@ class BatchClient:
         max_poll_interval: float = 60.0,
         max_wait: float | None = None,
         on_progress: Callable[[Batch], None] | None = None,
+        raise_on_failure: bool = False,
     ) -> Batch:
-        """Poll until the batch ends and return it; raise ``WaitTimeoutError`` after ``max_wait``.
+        """Poll until the batch ends and return it; raise ``WaitTimeoutError`` after ``max_wait``
+        (and ``BatchFailedError``/``BatchCancelledError`` with ``raise_on_failure``).
 
         The interval starts at ``poll_interval`` and grows by half each poll up
         to ``max_poll_interval``. ``on_progress`` gets the batch at the first
@@ -462,7 +494,7 @@ class BatchClient:
                 on_progress(batch)
             last = state
             if batch.is_terminal:
-                return batch
+                return raise_for_status(batch) if raise_on_failure else batch
             waited = self._clock() - started
             if max_wait is not None and waited >= max_wait:
                 raise WaitTimeoutError(batch, waited)

@@ -55,6 +55,7 @@ class APIStatusError(BatchApiError):
         self.server_message = server_message
         self.body = body
         self.attempts = attempts
+        self.retry_after: float | None = None  # what the server asked, if it did
 
 
 class BadRequestError(APIStatusError):
@@ -149,6 +150,15 @@ class WaitTimeoutError(BatchApiError):
         )
         self.batch = batch
         self.waited_s = waited_s
+
+
+def raise_for_status(batch: Batch) -> Batch:
+    """The batch, if it completed; ``BatchFailedError`` or ``BatchCancelledError`` if not."""
+    if batch.status == "failed":
+        raise BatchFailedError(batch)
+    if batch.status in ("cancelled", "cancelling"):
+        raise BatchCancelledError(batch)
+    return batch
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {

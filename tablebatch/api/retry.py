@@ -15,6 +15,7 @@ application; a reset, a read timeout, a 500, 502 or 504 may have.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -54,20 +55,27 @@ def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
 
     ``now`` is the wall-clock time (epoch seconds), needed for an HTTP date.
     """
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return float(millis) / 1000
-        except ValueError:
-            pass
+    millis = _number(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
     try:
         return parsedate_to_datetime(value).timestamp() - now
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def _number(value: str | None) -> float | None:
+    """A finite number, or None (``nan`` and ``inf`` are not waits)."""
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

@@ -171,9 +171,15 @@ def create_app(
         return hashlib.sha256(token_bytes).hexdigest()[:16]
 
     async def post(
-        request: Request, who: str, op: Callable[[bytes], tuple[int, bytes]]
+        request: Request,
+        who: str,
+        op: Callable[[Any], tuple[int, bytes]],
+        parse: Callable[[bytes], Any] | None = None,
     ) -> Response:
-        """Run a POST's effect once per Idempotency-Key, off the event loop."""
+        """Run a POST's effect once per Idempotency-Key, off the event loop.
+
+        ``parse`` checks the body before the transaction, so that a large call is
+        not parsed while the store is locked; ``op`` gets what it returns."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limits.max_bytes_per_call:
             raise PayloadTooLarge(
@@ -190,8 +196,9 @@ def create_app(
             request.method.encode() + b" " + request.url.path.encode() + b"\n" + raw
         ).hexdigest()
         scoped = f"{who}:{key}" if key is not None else None
+        parsed = await run_in_threadpool(parse, raw) if parse is not None else raw
         status, body, replayed = await run_in_threadpool(
-            store.idempotent, scoped, fingerprint, lambda: op(raw)
+            store.idempotent, scoped, fingerprint, lambda: op(parsed)
         )
         headers = {"Idempotent-Replayed": "true"} if replayed else None
         return Response(body, status, headers, media_type=JSON)
@@ -247,11 +254,15 @@ def create_app(
         openapi_extra=_body_doc(CreateBatchBody),
     )
     async def create_batch(request: Request, who: str = Depends(caller)) -> Response:
-        def op(raw: bytes) -> tuple[int, bytes]:
+        def parse(raw: bytes) -> CreateBatchBody:
             try:
-                spec = CreateBatchBody.model_validate_json(raw or b"null")
+                return CreateBatchBody.model_validate_json(raw or b"null")
             except ValidationError as exc:
+                if any(e["type"] == "json_invalid" for e in exc.errors()):
+                    raise InvalidRequest("The body is not valid JSON.") from None
                 raise Unprocessable(_describe(exc.errors())) from None
+
+        def op(spec: CreateBatchBody) -> tuple[int, bytes]:
             if settings.models is not None and spec.model and spec.model not in settings.models:
                 raise InvalidRequest(
                     f"model: {spec.model!r} is not served here; available: "
@@ -260,7 +271,7 @@ def create_app(
             batch = store.create_batch(spec.name, spec.description, spec.model, spec.endpoint)
             return 200, orjson.dumps(batch.to_api())
 
-        return await post(request, who, op)
+        return await post(request, who, op, parse)
 
     @app.get("/v1/batches", response_model=BatchList, summary="List batches, newest first")
     def list_batches(
@@ -301,11 +312,10 @@ def create_app(
     async def add_requests(
         request: Request, batch_id: str = batch_id_param, who: str = Depends(caller)
     ) -> Response:
-        def op(raw: bytes) -> tuple[int, bytes]:
-            items = parse_add_requests(raw, limits)
+        def op(items: list[tuple[str, bytes]]) -> tuple[int, bytes]:
             return 200, orjson.dumps(store.add_requests(batch_id, items).to_api())
 
-        return await post(request, who, op)
+        return await post(request, who, op, lambda raw: parse_add_requests(raw, limits))
 
     @app.get(
         "/v1/batches/{batch_id}/results",

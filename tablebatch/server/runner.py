@@ -76,7 +76,12 @@ def serve_app_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> 
 def serve_in_thread(
     settings: ServerSettings | None = None, *, host: str = "127.0.0.1", port: int = 0
 ) -> Iterator[RunningServer]:
-    """Run a local Batch API server in a background thread for the duration of the block."""
+    """Run a local Batch API server in a background thread for the duration of the block.
+
+    The offline backend answers large chunks in helper processes started with
+    ``spawn``, which import the caller's main module again: a script that calls
+    this must keep its work under ``if __name__ == "__main__":``.
+    """
     app = create_app(settings)
     with serve_app_in_thread(app, host=host, port=port) as root:
         yield RunningServer(root + "/v1", app)

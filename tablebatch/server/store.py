@@ -15,6 +15,7 @@ every item once.
 
 from __future__ import annotations
 
+import re
 import secrets
 import sqlite3
 import threading
@@ -106,13 +107,12 @@ def request_id(n: int) -> str:
     return f"req_{n:012x}"
 
 
+_REQUEST_ID = re.compile(r"req_([0-9a-f]{12})")
+
+
 def _request_n(rid: str) -> int | None:
-    if not rid.startswith("req_"):
-        return None
-    try:
-        return int(rid[4:], 16)
-    except ValueError:
-        return None
+    match = _REQUEST_ID.fullmatch(rid)
+    return int(match.group(1), 16) if match else None
 
 
 @dataclass(frozen=True)
@@ -555,6 +555,16 @@ class Store:
                 prompt += o.prompt_tokens
                 completion += o.completion_tokens
                 updates.append((status, self._result_seq, result, o.n))
+            state = conn.execute("SELECT status FROM batches WHERE seq = ?", (batch_seq,))
+            if state.fetchone()[0] in TERMINAL:
+                # cancelled while these were in flight: keep only rows still pending
+                still = self._still_pending(conn, [u[3] for u in updates])
+                kept = [(u, o) for u, o in zip(updates, outcomes, strict=True) if u[3] in still]
+                updates = [u for u, _ in kept]
+                done = sum(1 for _, o in kept if o.error is None)
+                failed = len(kept) - done
+                prompt = sum(o.prompt_tokens for _, o in kept)
+                completion = sum(o.completion_tokens for _, o in kept)
             cur = conn.executemany(
                 "UPDATE requests SET status = ?, result_seq = ?, result = ? "
                 "WHERE n = ? AND status = 'pending'",
@@ -571,6 +581,18 @@ class Store:
                 (done, failed, prompt, completion, batch_seq),
             )
 
+    @staticmethod
+    def _still_pending(conn: sqlite3.Connection, ns: list[int]) -> set[int]:
+        found: set[int] = set()
+        for i in range(0, len(ns), 900):
+            chunk = ns[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT n FROM requests WHERE status = 'pending' AND n IN ({marks})", chunk
+            )
+            found.update(r[0] for r in rows)
+        return found
+
     def finish(self, batch_seq: int, error: dict[str, str] | None = None) -> None:
         """End a processing batch: ``completed``, or ``failed`` with ``error``.
 
@@ -586,6 +608,9 @@ class Store:
                     (now, batch_seq),
                 )
                 return
+            status = conn.execute("SELECT status FROM batches WHERE seq = ?", (batch_seq,))
+            if status.fetchone()[0] != "processing":
+                return  # cancelled meanwhile: the cancel ends it
             pending = conn.execute(
                 "SELECT n, custom_id FROM requests WHERE batch_seq = ? AND status = 'pending' "
                 "ORDER BY n",

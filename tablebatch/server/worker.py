@@ -126,9 +126,7 @@ class Worker:
             self.store.prune_idempotency(self.settings.idempotency_ttl_s)
             self._last_prune = now
         cancelling = self.store.cancelling_batches()
-        if cancelling:
-            self._drain()
-        for batch in cancelling:
+        for batch in cancelling:  # chunks in flight are recorded later, for rows still pending
             self.store.finish_cancel(batch.seq)
             log.info("batch %s cancelled", batch.id)
         faults = self.settings.faults
@@ -150,6 +148,9 @@ class Worker:
         in_flight = sum(len(chunk.rows) for chunk in self._in_flight)
         ended = batch.request_count - batch.pending_count + in_flight
         limit = self.settings.worker_chunk
+        concurrency = getattr(self.backend, "concurrency", None)
+        if concurrency:  # a remote backend: small chunks, so that a cancel stops soon
+            limit = min(limit, 4 * concurrency)
         if faults.batch_failure_rate and _unit(faults.seed, batch.id) < faults.batch_failure_rate:
             fail_at = math.ceil(faults.batch_fail_after * batch.request_count)
             if ended >= fail_at:
@@ -212,7 +213,11 @@ class Worker:
         future: Future[list[Outcome]] | None = None
         if rest:
             submit = getattr(self.backend, "submit", None)
-            future = submit(rest) if submit else self._calls.submit(self.backend.complete, rest)
+            try:
+                future = submit(rest) if submit else self._calls.submit(self.backend.complete, rest)
+            except Exception as exc:  # _collect turns it into failed rows, not a retry loop
+                future = Future()
+                future.set_exception(exc)
         return _Chunk(batch.seq, batch.id, rows, early, future)
 
     def _collect(self, chunk: _Chunk) -> list[Outcome]:

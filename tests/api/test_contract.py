@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import httpx
 import pytest
 
 from tablebatch.api import (
@@ -17,6 +18,24 @@ from tablebatch.api import (
     RetryPolicy,
 )
 from tests.helpers import make_requests
+
+
+class KeylessTransport(httpx.HTTPTransport):
+    """Drops the Idempotency-Key of adds, as a server that ignores it would, and records
+    their statuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_statuses: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        adding = request.method == "POST" and request.url.path.endswith("/requests")
+        if adding:
+            request.headers.pop("Idempotency-Key", None)
+        response = super().handle_request(request)
+        if adding:
+            self.add_statuses.append(response.status_code)
+        return response
 
 
 def test_every_method(server) -> None:
@@ -98,7 +117,10 @@ def test_2000_requests_under_faults_nothing_lost_nothing_twice(server_factory) -
         }
     )
     policy = RetryPolicy(max_retries=12, initial_delay=0.005, max_delay=0.05, rng=random.Random(2))
-    with BatchClient(server.url, retry=policy, max_requests_per_call=100) as client:
+    transport = KeylessTransport()
+    with BatchClient(
+        server.url, retry=policy, max_requests_per_call=100, transport=transport
+    ) as client:
         batch = client.create_batch("under-faults")
         added = client.add_requests(batch.id, make_requests(2000))
         assert added.added + added.already_present == 2000
@@ -107,6 +129,8 @@ def test_2000_requests_under_faults_nothing_lost_nothing_twice(server_factory) -
         results = list(client.iter_results(batch.id, page_size=150))
         assert len(list(client.iter_batches(name="under-faults"))) == 1
     assert added.already_present > 0, "no add took effect unseen: the faults were not exercised"
+    # the server could not replay (no keys reached it): a resent custom_id would be a 409
+    assert transport.add_statuses and 409 not in transport.add_statuses
     store = server.app.state.store
     counted = store.get_batch(batch.id)
     assert (counted.request_count, counted.completed_count) == (2000, 2000)

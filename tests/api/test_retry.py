@@ -15,7 +15,10 @@ from tablebatch.api import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BatchApiError,
+    BatchCancelledError,
     BatchClient,
+    BatchFailedError,
     ConflictError,
     NotFoundError,
     PayloadTooLargeError,
@@ -200,3 +203,38 @@ def test_the_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
     for text in (str(info.value), repr(info.value), repr(client), caplog.text):
         assert "sk-secret-123" not in text
     assert caplog.text  # the retry was logged, without the key
+
+
+def test_a_retry_after_that_is_not_a_number_falls_back_to_backoff() -> None:
+    for headers in ({"Retry-After": "nan"}, {"retry-after-ms": "inf"}, {"Retry-After": "soon"}):
+        script, sleeps = Script(_error(429, headers), OK), []
+        with _client(script, sleeps) as client:
+            client.get_batch("batch_1")
+        assert sleeps == [0.5], headers
+
+
+@pytest.mark.parametrize("key", ["sk-\x00abc", "sk-ünïcode", "sk one"])
+def test_a_malformed_key_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(BatchApiError) as info:
+        BatchClient("http://api.test/v1", key, key_source="$XAI_API_KEY")
+    assert "$XAI_API_KEY" in str(info.value) and key not in str(info.value)
+
+
+def test_a_key_with_a_trailing_newline_is_trimmed() -> None:
+    script, sleeps = Script(OK), []
+    client = BatchClient(
+        "http://api.test/v1", "sk-abc\n", transport=httpx.MockTransport(script), sleep=sleeps.append
+    )
+    with client:
+        client.get_batch("batch_1")
+    assert script.requests[0].headers["Authorization"] == "Bearer sk-abc"
+
+
+def test_raise_on_failure() -> None:
+    for status, cls in (("failed", BatchFailedError), ("cancelled", BatchCancelledError)):
+        failed = httpx.Response(200, json={**BATCH, "status": status, "request_count": 4})
+        script, sleeps = Script(failed), []
+        with _client(script, sleeps) as client:
+            assert client.wait_for_batch("batch_1").status == status
+            with pytest.raises(cls, match="batch_1"):
+                client.wait_for_batch("batch_1", raise_on_failure=True)

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from tablebatch.server import serve_app_in_thread
 from tablebatch.server.backends.offline import OfflineBackend, answer, find_choices, sentiment
@@ -162,6 +162,10 @@ class FakeUpstream:
             return JSONResponse({"error": "busy"}, status_code=503, headers={"Retry-After": "0"})
         if text.startswith("GARBAGE"):
             return JSONResponse({"nothing": True})
+        if text.startswith("NULLMSG"):
+            return JSONResponse({"choices": [{"message": None}]})
+        if text.startswith("BADGZIP"):
+            return Response(b"not gzip", headers={"content-encoding": "gzip"})
         return JSONResponse(
             {
                 "id": "chatcmpl-up",
@@ -188,6 +192,7 @@ def test_openai_backend_forwards_and_records_errors(server_factory) -> None:
             upstream_url=root + "/v1/",
             upstream_api_key="upstream-secret",
             upstream_concurrency=4,
+            upstream_max_retries=1,
         )
         with httpx.Client(base_url=server.url) as http:
             batch = new_batch(http)
@@ -196,6 +201,8 @@ def test_openai_backend_forwards_and_records_errors(server_factory) -> None:
                 "FLAKY one",
                 "FAIL400 please",
                 "GARBAGE",
+                "NULLMSG",
+                "BADGZIP",
                 *[f"n{i}" for i in range(20)],
             ]
             requests = [{"custom_id": t, "body": chat(t)} for t in texts]
@@ -209,7 +216,7 @@ def test_openai_backend_forwards_and_records_errors(server_factory) -> None:
                 ]
             }
     assert done["status"] == "completed"
-    assert (done["completed_count"], done["failed_count"]) == (22, 2)
+    assert (done["completed_count"], done["failed_count"]) == (22, 4)
     assert results["hello"]["response"]["choices"][0]["message"]["content"] == "HELLO"
     assert results["FLAKY one"]["status"] == "completed"
     assert upstream.calls["FLAKY one"] == 2
@@ -219,6 +226,8 @@ def test_openai_backend_forwards_and_records_errors(server_factory) -> None:
     assert "prompt rejected" in results["FAIL400 please"]["error"]["message"]
     assert upstream.calls["FAIL400 please"] == 1  # a 400 is not retried
     assert results["GARBAGE"]["error"]["type"] == "upstream_invalid_response"
+    assert results["NULLMSG"]["error"]["type"] == "upstream_invalid_response"
+    assert results["BADGZIP"]["error"]["type"] in ("upstream_error", "upstream_unreachable")
     assert done["usage"]["prompt_tokens"] == 7 * 22
     assert upstream.auth == {"Bearer upstream-secret"}
 

@@ -105,6 +105,9 @@ def test_bad_cursor_is_a_clear_400(client: httpx.Client) -> None:
     for path, after in [
         ("/batches", "batch_missing"),
         (f"/batches/{a['id']}/requests", "req_zzz"),
+        (f"/batches/{a['id']}/requests", "req_fffffffffffffffff"),
+        (f"/batches/{a['id']}/results", "req_fffffffffffffffffffffff"),
+        (f"/batches/{a['id']}/requests", "req_ 1 "),
         (f"/batches/{a['id']}/requests", other),
         (f"/batches/{a['id']}/results", other),
     ]:

@@ -134,7 +134,7 @@ def test_create_batch_validation(client: httpx.Client) -> None:
     response = client.post(
         "/batches", content=b"{oops", headers={"content-type": "application/json"}
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert client.get("/batches").json()["data"] == []
 
 

@@ -8,7 +8,7 @@ same request every time:
   "one of: …"), it answers with one of them. For sentiment-like choices it uses
   a small sentiment lexicon (with negation) over the text; for other choices it
   prefers a choice whose words appear in the text; otherwise it picks one by a
-  hash of the text.
+  hash of the text and the model name.
 - Asked to summarise, it returns the first sentence of the longest paragraph,
   cut to about 30 words: an extract, not a summary.
 - Otherwise it returns a short extract of the prompt.
@@ -49,6 +49,8 @@ _LIST_CHOICES = re.compile(
 _OR_CHOICES = re.compile(
     r"\b([A-Za-z][\w-]*(?:\s*,\s*[A-Za-z][\w-]*)*)\s*,?\s+or\s+([A-Za-z][\w-]*)\s*\?"
 )
+_WINDOW = 200  # characters before a "?" that may offer its choices
+_QUESTIONS = 20  # question marks looked at, at most
 _SUMMARY = re.compile(r"\bsummar|\btl;?dr\b|\bin (?:one|a single) sentence\b", re.IGNORECASE)
 _INSTRUCTION = re.compile(r"^[^\n]*?\b(?:summar\w*|tl;?dr)\b[^\n:]*:[ \t]*", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -117,10 +119,19 @@ def find_choices(prompt: str) -> tuple[list[str], tuple[int, int]] | None:
         choices = [p.strip(" '\"`") for p in parts if p.strip(" '\"`")]
         if len(choices) >= 2:
             return choices, match.span()
-    match = _OR_CHOICES.search(prompt) if "?" in prompt and "or" in lower else None
-    if match:
-        choices = [c.strip() for c in match.group(1).split(",")] + [match.group(2)]
-        return choices, match.span()
+    if "or" not in lower:
+        return None
+    # only the text just before each "?" is searched: the cost stays linear in the prompt
+    end = prompt.find("?")
+    for _ in range(_QUESTIONS):
+        if end == -1:
+            break
+        start = max(0, end - _WINDOW)
+        match = _OR_CHOICES.search(prompt, start, end + 1)
+        if match:
+            choices = [c.strip() for c in match.group(1).split(",")] + [match.group(2)]
+            return choices, match.span()
+        end = prompt.find("?", end + 1)
     return None
 
 
@@ -164,8 +175,11 @@ def _polarities(choices: tuple[str, ...]) -> tuple[int | None, ...] | None:
     return polarity if any(p for p in polarity) else None
 
 
-def choose(choices: list[str], text: str) -> str:
-    """Pick one of ``choices`` for ``text``, with a real signal where there is one."""
+def choose(choices: list[str], text: str, model: str = "") -> str:
+    """Pick one of ``choices`` for ``text``, with a real signal where there is one.
+
+    Without a signal the pick is a hash of the text and the model's name, so two
+    models may differ where a guess is all there is, and agree where there is a signal."""
     polarity = _polarities(tuple(choices))
     if polarity is not None:
         score = sentiment(text)
@@ -178,8 +192,8 @@ def choose(choices: list[str], text: str) -> str:
     ]
     best = max(overlap)
     if best > 0:
-        return choices[overlap.index(best)]
-    return choices[_digest(text) % len(choices)]
+        choices = [c for c, o in zip(choices, overlap, strict=True) if o == best]
+    return choices[_digest(model + "\x00" + text) % len(choices)]
 
 
 def _longest_paragraph(text: str) -> str:
@@ -193,18 +207,18 @@ def _extract(text: str, words: int) -> str:
     return " ".join(cut[:words]) + (" …" if len(cut) > words else "")
 
 
-def answer(messages: list[dict[str, Any]]) -> str:
-    """The offline answer to a conversation."""
+def answer(messages: list[dict[str, Any]], model: str = "") -> str:
+    """The offline answer to a conversation (``model`` only breaks ties of a guess)."""
     system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
     users = [_text(m.get("content")) for m in messages if m.get("role") != "system"]
     user = users[-1] if users else ""
+    found = find_choices(system)  # instructions first: the user message may quote data
+    if found:
+        return choose(found[0], user, model)
     found = find_choices(user)
     if found:
         choices, (start, end) = found
-        return choose(choices, user[:start] + " " + user[end:])
-    found = find_choices(system)
-    if found:
-        return choose(found[0], user)
+        return choose(choices, user[:start] + " " + user[end:], model)
     if _SUMMARY.search(user) or _SUMMARY.search(system):
         return _extract(_INSTRUCTION.sub("", user, count=1), 30)
     return _extract(user, 12) or "(empty prompt)"
@@ -222,7 +236,7 @@ def answer_body(body: bytes) -> tuple[dict[str, Any], int, int]:
     """The offline response to one chat-completions request body, and its token counts."""
     request = orjson.loads(body)
     messages = request["messages"]
-    content = answer(messages)
+    content = answer(messages, request["model"])
     prompt_tokens = sum(count_tokens(_text(m.get("content"))) + 4 for m in messages) + 3
     completion_tokens = count_tokens(content)
     finish_reason = "stop"

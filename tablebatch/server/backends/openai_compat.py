@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import ValidationError
 
+from tablebatch.api.models import ChatCompletion
 from tablebatch.server.store import Outcome
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -93,12 +95,26 @@ class OpenAICompatBackend:
         return list(self._pool.map(lambda row: self._one(*row), rows))
 
     def _one(self, n: int, custom_id: str, body: bytes) -> Outcome:
+        try:
+            return self._call(n, custom_id, body)
+        except Exception as exc:  # one bad answer must not fail the rest of the chunk
+            return Outcome(
+                n,
+                custom_id,
+                error={
+                    "type": "upstream_error",
+                    "message": f"The model server's answer could not be used: "
+                    f"{type(exc).__name__}.",
+                },
+            )
+
+    def _call(self, n: int, custom_id: str, body: bytes) -> Outcome:
         attempt = 0
         while True:
             delay: float | None = None
             try:
                 response = self._client.post("/chat/completions", content=body)
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 failure = {
                     "type": "upstream_unreachable",
                     "message": f"The model server could not be reached: {type(exc).__name__}.",
@@ -125,9 +141,10 @@ class OpenAICompatBackend:
     def _parse(n: int, custom_id: str, response: httpx.Response) -> Outcome:
         try:
             data: Any = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
+            ChatCompletion.model_validate(data)
+        except (orjson.JSONDecodeError, ValidationError):
             data = None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        if not isinstance(data, dict) or not data.get("choices"):
             return Outcome(
                 n,
                 custom_id,
