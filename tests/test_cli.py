@@ -22,7 +22,7 @@ def test_demo_runs_the_sample_through_the_local_server() -> None:
     assert "POST /batches " in out and "-> processing" in out
     assert "24 results" in out
     assert "status: completed" in out
-    assert "agreement with label:" in out
+    assert "agreement with sentiment: 24/24" in out
 
 
 def test_help_lists_the_commands() -> None:
