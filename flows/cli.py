@@ -1,7 +1,10 @@
 """The ``tablebatch`` command line.
 
+    tablebatch run CONFIG [--set key=value ...]   run a job (a local server unless it names an API)
+    tablebatch plan CONFIG [--set key=value ...]  what a run would send; sends nothing
+    tablebatch validate CONFIG ...                check configs (and their data, when reachable)
     tablebatch server [--port 8000] [--db PATH] [--backend offline|openai] ...
-    tablebatch demo [CONFIG]
+    tablebatch demo [CONFIG]                      the Batch API calls of a job, one by one
 
 Imports are kept inside the commands, so that ``tablebatch server`` starts
 without loading Prefect.
@@ -131,12 +134,157 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, rows=args.rows)
 
 
+def _quiet_prefect() -> None:
+    """No telemetry from a machine that may have no internet (see PREFECT.md)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _error(message: object) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a job through the Prefect flow; 0 when it completed (failed rows are data)."""
+    from tablebatch.api import BatchApiError
+    from tablebatch.jobs.config import load_config
+    from tablebatch.jobs.errors import JobError
+
+    try:
+        load_config(args.config, args.set)
+    except JobError as exc:
+        _error(exc)
+        return 2
+    _quiet_prefect()
+    from flows.job import batch_job
+
+    try:
+        report = batch_job(args.config, args.set)
+    except (JobError, BatchApiError) as exc:
+        _error(exc)
+        return 1
+    print(_summary(report))
+    return 0
+
+
+def _summary(report: dict[str, Any]) -> str:
+    by_status = ", ".join(f"{v} {k}" for k, v in sorted(report["rows_by_status"].items()))
+    lines = [
+        f"{report['job']}: {report['output_rows']} rows ({by_status}); "
+        f"{report['tokens']['prompt'] + report['tokens']['completion']} tokens in "
+        f"{len(report['batches'])} batch(es)",
+    ]
+    gold = report.get("gold")
+    if gold:
+        lines.append(
+            f"  accuracy {gold['accuracy']:.1%}, macro-F1 {gold['macro_f1']:.1%} against "
+            f"{gold['gold_column']} ({gold['invalid_answers']} invalid answers)"
+        )
+    for model, stats in (report.get("per_model") or {}).items():
+        score = "–" if stats["mean_score"] is None else f"{stats['mean_score']:.3f}"
+        lines.append(f"  {model}: mean score {score} over {stats['scored']} answers")
+    if report.get("rouge"):
+        lines.append("  mean ROUGE-L " + f"{report['rouge']['rougeL'] or 0:.3f}")
+    lines.append(f"  output: {report['output']}")
+    lines.append(f"  report: {report['output']}.report.json")
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Show what a run would send, and send nothing."""
+    from tablebatch.io import read_table, resolve
+    from tablebatch.jobs.build import build_requests, check_table, estimate_tokens, shard
+    from tablebatch.jobs.config import load_config, project_root
+    from tablebatch.jobs.errors import JobError
+    from tablebatch.jobs.submit import batch_name
+
+    try:
+        config = load_config(args.config, args.set)
+        path = resolve(config.input.path, project_root(args.config))
+        table = read_table(path, string_columns=[config.input.id_column])
+        ids = check_table(table, config, path)
+    except JobError as exc:
+        _error(exc)
+        return 2
+    api = config.api.base_url if config.api else "a local server (offline backend)"
+    print(f"{config.name} ({config.kind}): {table.num_rows} rows from {path}")
+    print(f"  API: {api}")
+    for model in config.model_names:
+        plan = build_requests(table, config, ids, model)
+        shards = shard(plan.items, config)
+        print(
+            f"  {model}: {len(plan.items)} request(s), {len(plan.skipped)} skipped, "
+            f"{len(shards)} batch(es), ~{estimate_tokens(plan.items)} prompt tokens, "
+            f"{plan.request_bytes} bytes"
+        )
+        for index, part in enumerate(shards):
+            size = sum(len(item) for _, item in part)
+            name = batch_name(config, "answer", config.fingerprint(model), 1, index)
+            print(f"    {name}: {len(part)} requests, {size} bytes")
+        for custom_id, reason in list(plan.skipped.items())[:5]:
+            print(f"    skipped {custom_id}: {reason}")
+    if config.scoring == "judge" and config.judge:
+        print(f"  then a judge batch per model to {config.judge.model}")
+    print("Nothing was sent.")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check configs (and their data when it can be read here); 1 if any is invalid."""
+    from tablebatch.io import read_table, resolve
+    from tablebatch.jobs.build import check_table
+    from tablebatch.jobs.config import load_config, project_root
+    from tablebatch.jobs.errors import DataError, JobError
+
+    bad = 0
+    for path in args.configs:
+        try:
+            config = load_config(path)
+        except JobError as exc:
+            _error(exc)
+            bad += 1
+            continue
+        data = resolve(config.input.path, project_root(path))
+        try:
+            table = read_table(data, string_columns=[config.input.id_column])
+        except DataError as exc:
+            if "no such file" in str(exc) or "matches no file" in str(exc):
+                print(f"ok: {path} (config only: {data} is not here)")
+            else:
+                _error(exc)
+                bad += 1
+            continue
+        try:
+            check_table(table, config, data)
+        except DataError as exc:
+            _error(exc)
+            bad += 1
+            continue
+        print(f"ok: {path} ({table.num_rows} rows in {data} checked)")
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tablebatch``."""
     parser = argparse.ArgumentParser(
         prog="tablebatch", description="LLM batch jobs over tables, on Prefect."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run a job: load, send, wait, collect, join, write"),
+        ("plan", "show what a run would send (rows, requests, batches, tokens); send nothing"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("config", help="a job config, e.g. configs/review-sentiment.yaml")
+        command.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key (dotted, YAML value), e.g. --set batch.max_requests=500",
+        )
+    validate = sub.add_parser("validate", help="check job configs without running them")
+    validate.add_argument("configs", nargs="+", metavar="CONFIG")
     _server_parser(sub)
     demo = sub.add_parser(
         "demo",
@@ -150,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tablebatch`` console script."""
     args = build_parser().parse_args(argv)
-    handler = {"server": cmd_server, "demo": cmd_demo}[args.command]
+    handler = {
+        "run": cmd_run,
+        "plan": cmd_plan,
+        "validate": cmd_validate,
+        "server": cmd_server,
+        "demo": cmd_demo,
+    }[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -1,0 +1,185 @@
+"""The job flow: a config in, the table with its answers joined on out, plus a report.
+
+Stages (DESIGN.md): load → build → shard → submit → wait → collect → retry failed
+rows (a follow-up batch per attempt) → join → write. Each shard is submitted,
+awaited and collected by its own chain of tasks, several shards at once; no task
+is ever one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tablebatch.api import BatchClient
+from tablebatch.io import resolve
+from tablebatch.jobs.build import Plan, Template, column_texts, shard
+from tablebatch.jobs.config import JobConfig, template_fields
+from tablebatch.jobs.results import ModelAnswers
+from tablebatch.jobs.submit import RowResult, batch_description, batch_name
+from tasks.build import build_task
+from tasks.finish import join_task, write_task
+from tasks.load import load_config_task, load_task
+from tasks.submit import collect_task, submit_task, wait_task
+
+LOCAL_POLL_S = (0.1, 1.0)  # first and longest poll interval against the local server
+
+
+@contextmanager
+def open_client(config: JobConfig, root: Path) -> Iterator[BatchClient]:
+    """A client for the config's API; without one, a local server for the run.
+
+    The local server keeps its batches in ``<project>/.tablebatch/server.db``, so
+    that a re-run finds what an earlier run submitted.
+    """
+    if config.api is not None:
+        api = config.api
+        with BatchClient.from_env(
+            api.base_url, api.api_key_env, timeout=api.timeout_s, max_retries=api.max_retries
+        ) as client:
+            yield client
+        return
+    from tablebatch.server import ServerSettings, serve_in_thread
+
+    folder = root / ".tablebatch"
+    folder.mkdir(exist_ok=True)
+    with (
+        serve_in_thread(ServerSettings(db=str(folder / "server.db"))) as server,
+        BatchClient(server.url) as client,
+    ):
+        yield client
+
+
+def _local_polls(config: JobConfig) -> JobConfig:
+    first, longest = LOCAL_POLL_S
+    batch = config.batch.model_copy(
+        update={
+            "poll_interval_s": min(config.batch.poll_interval_s, first),
+            "max_poll_interval_s": min(config.batch.max_poll_interval_s, longest),
+        }
+    )
+    return config.model_copy(update={"batch": batch})
+
+
+def run_attempts(
+    client: BatchClient,
+    config: JobConfig,
+    items: list[tuple[str, bytes]],
+    model: str,
+    stage: str,
+    fingerprint: str,
+    batches: list[dict[str, Any]],
+) -> tuple[dict[str, RowResult], dict[str, int]]:
+    """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``."""
+    logger = get_run_logger()
+    results: dict[str, RowResult] = {}
+    attempts: dict[str, int] = {}
+    pending = items
+    for attempt in range(1, config.batch.max_attempts + 1):
+        shards = shard(pending, config)
+        chains = []
+        for index, part in enumerate(shards):
+            name = batch_name(config, stage, fingerprint, attempt, index)
+            description = batch_description(config, model, stage, attempt, len(part))
+            submitted = submit_task.submit(client, name, model, part, description)
+            ended = wait_task.submit(client, submitted, config)
+            chains.append((collect_task.submit(client, ended, [c for c, _ in part]), ended))
+        for collected, ended in chains:
+            batch = ended.result()
+            batches.append(
+                {
+                    "id": batch.id,
+                    "name": batch.name,
+                    "status": batch.status,
+                    "model": model,
+                    "stage": stage,
+                    "attempt": attempt,
+                    "requests": batch.request_count,
+                }
+            )
+            for custom_id, result in collected.result().items():
+                results[custom_id] = result
+                attempts[custom_id] = attempt
+        pending = [item for item in pending if results[item[0]].status == "failed"]
+        if not pending:
+            break
+        if attempt < config.batch.max_attempts:
+            logger.info("%d row(s) failed; attempt %d sends them again", len(pending), attempt + 1)
+    return results, attempts
+
+
+def judge_items(
+    config: JobConfig, table: Any, answers: ModelAnswers, model_index: int
+) -> list[tuple[str, bytes]]:
+    """Requests to the judge model: one per answered row, over the judge template."""
+    judge = config.judge
+    assert judge is not None
+    template = Template(judge.template)
+    columns = set(template_fields(judge.template)) - {"prompt", "answer", "reference"}
+    values = {c: column_texts(table, c) for c in columns}
+    references = column_texts(table, config.reference_column or "")
+    items = []
+    for index, custom_id in enumerate(answers.plan.custom_ids):
+        result = answers.results.get(custom_id)
+        if result is None or result.status != "completed":
+            continue
+        row = {c: values[c][index] for c in columns}
+        row |= {
+            "prompt": answers.plan.prompts.get(custom_id, ""),
+            "answer": result.answer or "",
+            "reference": references[index],
+        }
+        messages = [{"role": "user", "content": template.render(row)}]
+        if judge.system:
+            messages.insert(0, {"role": "system", "content": judge.system})
+        body = {"model": judge.model, "messages": messages, "temperature": 0}
+        judge_id = f"{custom_id}--m{model_index}"
+        items.append((judge_id, orjson.dumps({"custom_id": judge_id, "body": body})))
+    return items
+
+
+def output_path(config: JobConfig, root: Path) -> str:
+    """Where the output goes: ``output.path``, or ``data/output/<name>.parquet``."""
+    return resolve(config.output.path or f"data/output/{config.name}.parquet", root)
+
+
+@flow(name="tablebatch-job", task_runner=ThreadPoolTaskRunner(max_workers=8))
+def batch_job(config_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the job a config describes; returns its report (also written next to the output)."""
+    config, root = load_config_task(config_path, overrides)
+    logger = get_run_logger()
+    table, ids = load_task(config, root)
+    path = output_path(config, root)
+    batches: list[dict[str, Any]] = []
+    per_model: list[ModelAnswers] = []
+    judging = config.scoring == "judge" and config.judge is not None
+    with open_client(config, root) as client:
+        run_config = _local_polls(config) if config.api is None else config
+        for model in config.model_names:
+            plan: Plan = build_task(config, table, ids, model, keep_prompts=judging)
+            results, attempts = run_attempts(
+                client, run_config, plan.items, model, "answer", config.fingerprint(model), batches
+            )
+            per_model.append(ModelAnswers(plan, results, attempts))
+        if judging and config.judge is not None:
+            for k, answers in enumerate(per_model):
+                items = judge_items(config, table, answers, k)
+                judge_print = config.fingerprint(config.judge.model, answers.plan.model)
+                judged, _ = run_attempts(
+                    client, run_config, items, config.judge.model, "judge", judge_print, batches
+                )
+                answers.judged = {
+                    custom_id: judged[f"{custom_id}--m{k}"]
+                    for custom_id in answers.plan.custom_ids
+                    if f"{custom_id}--m{k}" in judged
+                }
+    output = join_task(table, config, per_model)
+    report = write_task(config, table, output, path, batches)
+    logger.info("%s: wrote %d row(s) to %s", config.name, output.num_rows, path)
+    return report

@@ -1,0 +1,109 @@
+"""Reading and writing tables: local paths, globs and fsspec URLs, as Arrow.
+
+CSV ids are read as strings (``007`` stays ``007``); every failure is a
+``DataError`` naming the file and what to change. Writes are atomic: a
+temporary file in the same folder, then a rename, so a crash never leaves half
+a table where the output should be.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from tablebatch.jobs.errors import DataError
+
+FORMATS = (".csv", ".parquet")
+
+
+def resolve(path: str, root: Path) -> str:
+    """``path`` made absolute against ``root`` (URLs are left as they are)."""
+    if "://" in path:
+        return path
+    expanded = Path(os.path.expanduser(path))
+    return str(expanded if expanded.is_absolute() else root / expanded)
+
+
+def _format(path: str) -> str:
+    suffix = Path(path.split("?")[0]).suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"{path}: unknown format {suffix or '(no suffix)'}; use .csv or .parquet")
+    return suffix
+
+
+def _read_one(path: str, string_columns: list[str]) -> pa.Table:
+    suffix = _format(path)
+    try:
+        if "://" in path:
+            import fsspec
+
+            with fsspec.open(path, "rb") as handle:
+                return _read_stream(handle, suffix, path, string_columns)
+        with open(path, "rb") as handle:
+            return _read_stream(handle, suffix, path, string_columns)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; check input.path") from None
+    except DataError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, ValueError) as exc:
+        kind = "CSV" if suffix == ".csv" else "Parquet"
+        raise DataError(f"{path}: not a readable {kind} file: {exc}") from None
+
+
+def _read_stream(handle: object, suffix: str, path: str, string_columns: list[str]) -> pa.Table:
+    if suffix == ".parquet":
+        return pq.read_table(handle)
+    header = pacsv.open_csv(handle).schema.names if string_columns else []
+    handle.seek(0)  # type: ignore[attr-defined]
+    types = {c: pa.string() for c in string_columns if c in header}
+    return pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=types))
+
+
+def read_table(path: str, string_columns: list[str] | None = None) -> pa.Table:
+    """Read a CSV/Parquet file, a glob of them, or an fsspec URL into one table."""
+    paths = [path]
+    if "://" not in path and any(c in path for c in "*?["):
+        paths = sorted(glob.glob(path))
+        if not paths:
+            raise DataError(f"{path}: the pattern matches no file; check input.path")
+    tables = [_read_one(p, list(string_columns or [])) for p in paths]
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(f"{path}: the files do not share one schema: {exc}") from None
+
+
+def write_table(table: pa.Table, path: str) -> None:
+    """Write ``table`` to ``path`` (.csv or .parquet), atomically."""
+    suffix = _format(path)
+    if "://" in path:
+        import fsspec
+
+        with fsspec.open(path, "wb") as handle:
+            _write(table, handle, suffix)
+        return
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            _write(table, handle, suffix)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write(table: pa.Table, handle: object, suffix: str) -> None:
+    if suffix == ".parquet":
+        pq.write_table(table, handle)
+    else:
+        pacsv.write_csv(table, handle)

@@ -1,0 +1,311 @@
+"""Joining answers back onto the rows, the per-kind columns, and the report.
+
+Every input row appears exactly once per model, in input order, with its input
+columns and the answer columns. Errors are data: a failed or skipped row has
+its status and error, not a gap.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from tablebatch.jobs.build import Plan, column_texts
+from tablebatch.jobs.config import OUTPUT_COLUMNS, JobConfig
+from tablebatch.jobs.metrics import (
+    classification_metrics,
+    evaluation_stats,
+    length_stats,
+    mean,
+    rouge,
+)
+from tablebatch.jobs.scoring import judge_verdict, normalize_label, score_answer
+from tablebatch.jobs.submit import RowResult
+
+KIND_COLUMNS = {
+    "classification": ("label",),
+    "summarization": ("summary", "rouge1", "rouge2", "rougeL"),
+    "evaluation": ("model", "score", "judge_answer"),
+}
+
+
+@dataclass
+class ModelAnswers:
+    """The final result of every row for one model, after all attempts."""
+
+    plan: Plan
+    results: dict[str, RowResult]
+    attempts: dict[str, int]
+    judged: dict[str, RowResult] = field(default_factory=dict)
+
+
+def _input_columns(table: pa.Table, config: JobConfig) -> pa.Table:
+    """The input columns, renamed ``<name>_input`` where they collide with ours."""
+    ours = set(OUTPUT_COLUMNS) | set(KIND_COLUMNS[config.kind])
+    names = [f"{n}_input" if n in ours else n for n in table.column_names]
+    return table.rename_columns(names)
+
+
+def _answer_columns(answers: ModelAnswers) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {name: [] for name in OUTPUT_COLUMNS}
+    for custom_id in answers.plan.custom_ids:
+        reason = answers.plan.skipped.get(custom_id)
+        result = answers.results.get(custom_id)
+        if reason is not None:
+            row = (None, "skipped", reason, None, 0, 0, 0)
+        elif result is None:
+            row = (None, "failed", "no result was collected for this row", None, 0, 0, 0)
+        else:
+            row = (
+                result.answer,
+                result.status,
+                result.error,
+                result.batch_id,
+                answers.attempts.get(custom_id, 1),
+                result.prompt_tokens,
+                result.completion_tokens,
+            )
+        for name, value in zip(OUTPUT_COLUMNS, row, strict=True):
+            columns[name].append(value)
+    return columns
+
+
+def _kind_columns(
+    table: pa.Table, config: JobConfig, answers: ModelAnswers, base: dict[str, list[Any]]
+) -> dict[str, list[Any]]:
+    texts = base["answer"]
+    done = [s == "completed" for s in base["status"]]
+    if config.kind == "classification":
+        labels = config.labels or []
+        return {
+            "label": [
+                (normalize_label(t, labels) or config.invalid_label) if ok else None
+                for t, ok in zip(texts, done, strict=True)
+            ]
+        }
+    if config.kind == "summarization":
+        summaries = [
+            t.strip() if ok and t is not None else None for t, ok in zip(texts, done, strict=True)
+        ]
+        out: dict[str, list[Any]] = {"summary": summaries}
+        if config.reference_column:
+            refs = column_texts(table, config.reference_column)
+            scores = [
+                rouge(s, r) if s is not None and r.strip() else None
+                for s, r in zip(summaries, refs, strict=True)
+            ]
+            for name in ("rouge1", "rouge2", "rougeL"):
+                out[name] = [s[name] if s else None for s in scores]
+        return out
+    refs = column_texts(table, config.reference_column or "")
+    if config.scoring == "judge" and config.judge is not None:
+        judged = [answers.judged.get(c) for c in answers.plan.custom_ids]
+        judge_texts = [
+            j.answer if j is not None and j.status == "completed" else None for j in judged
+        ]
+        scores = [
+            judge_verdict(j, config.judge.pass_labels, config.judge.fail_labels) if ok else None
+            for j, ok in zip(judge_texts, done, strict=True)
+        ]
+    else:
+        judge_texts = [None] * len(texts)
+        scores = [
+            score_answer(t, r, config.scoring) if ok else None
+            for t, r, ok in zip(texts, refs, done, strict=True)
+        ]
+    return {
+        "model": [answers.plan.model] * len(texts),
+        "score": scores,
+        "judge_answer": judge_texts,
+    }
+
+
+_TYPES = {
+    "answer": pa.string(),
+    "status": pa.string(),
+    "error": pa.string(),
+    "batch_id": pa.string(),
+    "attempts": pa.int32(),
+    "prompt_tokens": pa.int64(),
+    "completion_tokens": pa.int64(),
+    "label": pa.string(),
+    "summary": pa.string(),
+    "rouge1": pa.float64(),
+    "rouge2": pa.float64(),
+    "rougeL": pa.float64(),
+    "model": pa.string(),
+    "score": pa.float64(),
+    "judge_answer": pa.string(),
+}
+
+
+def join(table: pa.Table, config: JobConfig, per_model: Sequence[ModelAnswers]) -> pa.Table:
+    """The output table: input columns + answer columns, one row per input row and model."""
+    inputs = _input_columns(table, config)
+    parts = []
+    for answers in per_model:
+        base = _answer_columns(answers)
+        extra = _kind_columns(table, config, answers, base)
+        part = inputs
+        for name, values in {**base, **extra}.items():
+            part = part.append_column(name, pa.array(values, type=_TYPES[name]))
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0]
+    rows = table.num_rows
+    order = [k * rows + i for i in range(rows) for k in range(len(parts))]
+    return pa.concat_tables(parts).take(pa.array(order))
+
+
+# -- the report --------------------------------------------------------------------
+
+
+def build_report(
+    config: JobConfig,
+    table: pa.Table,
+    output: pa.Table,
+    batches: list[dict[str, Any]],
+    output_path: str,
+) -> dict[str, Any]:
+    """Counts, tokens, batches, attempts and the per-kind metrics of a finished run."""
+    status = output.column("status").to_pylist()
+    attempts = output.column("attempts").to_pylist()
+    report: dict[str, Any] = {
+        "job": config.name,
+        "kind": config.kind,
+        "models": config.model_names,
+        "output": output_path,
+        "input_rows": table.num_rows,
+        "output_rows": output.num_rows,
+        "rows_by_status": dict(Counter(status)),
+        "tokens": {
+            "prompt": sum(output.column("prompt_tokens").to_pylist()),
+            "completion": sum(output.column("completion_tokens").to_pylist()),
+        },
+        "attempts": {str(k): v for k, v in sorted(Counter(attempts).items())},
+        "batches": batches,
+    }
+    if config.kind == "classification":
+        labels = output.column("label").to_pylist()
+        report["labels"] = dict(Counter(x for x in labels if x is not None))
+        if config.gold_column:
+            report["gold"] = _gold_metrics(config, table, labels, status)
+    elif config.kind == "summarization":
+        summaries = [s for s in output.column("summary").to_pylist() if s is not None]
+        report["summary_lengths"] = length_stats(summaries)
+        if config.reference_column:
+            report["rouge"] = {
+                name: mean(output.column(name).to_pylist())
+                for name in ("rouge1", "rouge2", "rougeL")
+            }
+    else:
+        models = output.column("model").to_pylist()
+        scores = output.column("score").to_pylist()
+        report["scoring"] = config.scoring
+        report["per_model"] = {
+            model: evaluation_stats([s for m, s in zip(models, scores, strict=True) if m == model])
+            for model in config.model_names
+        }
+    return report
+
+
+def _gold_metrics(
+    config: JobConfig, table: pa.Table, predicted: list[str | None], status: list[str]
+) -> dict[str, Any]:
+    labels = config.labels or []
+    gold_raw = column_texts(table, config.gold_column or "")
+    pairs, unusable = [], 0
+    for p, g, s in zip(predicted, gold_raw, status, strict=True):
+        gold = normalize_label(g, labels)
+        if s != "completed":
+            continue
+        if gold is None:
+            unusable += 1
+            continue
+        pairs.append((p or config.invalid_label, gold))
+    metrics = classification_metrics(
+        [p for p, _ in pairs], [g for _, g in pairs], labels, config.invalid_label
+    )
+    metrics["gold_column"] = config.gold_column
+    metrics["rows_without_usable_gold"] = unusable
+    return metrics
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown, for the Prefect artifact and the terminal."""
+    lines = [
+        f"# {report['job']} ({report['kind']})",
+        "",
+        f"Output: `{report['output']}` — {report['output_rows']} rows from "
+        f"{report['input_rows']} input rows.",
+        "",
+        "| status | rows |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in sorted(report["rows_by_status"].items())],
+        "",
+        f"Tokens: {report['tokens']['prompt']} prompt, {report['tokens']['completion']} "
+        f"completion. Attempts: "
+        + ", ".join(f"{v} row(s) in {k}" for k, v in report["attempts"].items())
+        + f". Batches: {len(report['batches'])}.",
+    ]
+    gold = report.get("gold")
+    if gold:
+        lines += [
+            "",
+            f"## Against `{gold['gold_column']}` ({gold['scored_rows']} rows)",
+            "",
+            f"Accuracy {_pct(gold['accuracy'])}, macro-F1 {_pct(gold['macro_f1'])}, "
+            f"invalid answers {gold['invalid_answers']}.",
+            "",
+            "| label | precision | recall | F1 | support |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {label} | {_pct(m['precision'])} | {_pct(m['recall'])} | {_pct(m['f1'])} "
+                f"| {m['support']} |"
+                for label, m in gold["per_label"].items()
+            ],
+            "",
+            "Confusion matrix (rows: gold, columns: answer):",
+            "",
+            "| gold \\ answer | " + " | ".join(gold["confusion_matrix"]["labels"]) + " |",
+            "|---" * (len(gold["confusion_matrix"]["labels"]) + 1) + "|",
+            *[
+                f"| {g} | " + " | ".join(str(v) for v in row.values()) + " |"
+                for g, row in gold["confusion_matrix"]["rows"].items()
+            ],
+        ]
+    if "summary_lengths" in report:
+        s = report["summary_lengths"]
+        lines += ["", f"Summaries: {s.get('count', 0)}, mean {s.get('mean_words', 0):.1f} words."]
+        if report.get("rouge"):
+            r = report["rouge"]
+            lines.append(
+                "Mean ROUGE-1/2/L: "
+                + " / ".join(_num(r[k]) for k in ("rouge1", "rouge2", "rougeL"))
+            )
+    if "per_model" in report:
+        lines += [
+            "",
+            f"## Scores ({report['scoring']})",
+            "",
+            "| model | mean score | pass rate | scored | unscored |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {model} | {_num(m['mean_score'])} | {_pct(m['pass_rate'])} | {m['scored']} "
+                f"| {m['unscored']} |"
+                for model, m in report["per_model"].items()
+            ],
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,29 @@
+"""Prefect tasks that read the config and the table (stage: load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tablebatch.io import read_table, resolve
+from tablebatch.jobs.build import check_table
+from tablebatch.jobs.config import JobConfig, load_config, project_root
+
+
+@task(name="load-config", cache_policy=NONE)
+def load_config_task(
+    config_path: str, overrides: list[str] | None = None
+) -> tuple[JobConfig, Path]:
+    """The checked config and the project root its relative paths resolve against."""
+    return load_config(config_path, overrides), project_root(config_path)
+
+
+@task(name="load", cache_policy=NONE)
+def load_task(config: JobConfig, root: Path) -> tuple[pa.Table, list[str]]:
+    """The input table and its row ids, checked against the config before anything is sent."""
+    path = resolve(config.input.path, root)
+    table = read_table(path, string_columns=[config.input.id_column])
+    return table, check_table(table, config, path)
