@@ -147,11 +147,15 @@ def _error(message: object) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a job through the Prefect flow; 0 when it completed (failed rows are data)."""
     from tablebatch.api import BatchApiError
-    from tablebatch.jobs.config import load_config
+    from tablebatch.io import read_table, resolve
+    from tablebatch.jobs.build import check_table
+    from tablebatch.jobs.config import load_config, project_root
     from tablebatch.jobs.errors import JobError
 
-    try:
-        load_config(args.config, args.set)
+    try:  # everything about the config and the data is checked before Prefect starts
+        config = load_config(args.config, args.set)
+        path = resolve(config.input.path, project_root(args.config))
+        check_table(read_table(path, string_columns=[config.input.id_column]), config, path)
     except JobError as exc:
         _error(exc)
         return 2

@@ -1,0 +1,140 @@
+"""Checking the table, building requests, and joining results back, in any order."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from tablebatch.jobs.build import build_requests, check_table, custom_id_for, shard
+from tablebatch.jobs.config import parse_config
+from tablebatch.jobs.errors import DataError
+from tablebatch.jobs.results import ModelAnswers, join
+from tablebatch.jobs.submit import RowResult
+
+
+def _config(**changes: object):
+    data = {
+        "name": "j",
+        "kind": "classification",
+        "input": {"path": "x.csv", "id_column": "id"},
+        "prompt": {
+            "system": "Sentiment of {product}.",
+            "template": "Label: positive, negative\n\n{text}",
+        },
+        "model": "m",
+        "params": {"max_tokens": 4},
+        "labels": ["positive", "negative"],
+        **changes,
+    }
+    return parse_config(data, "j.yaml")
+
+
+def _table(n: int = 5) -> pa.Table:
+    return pa.table(
+        {
+            "id": [f"id{i}" for i in range(n)],
+            "product": ["kettle"] * n,
+            "text": [f'text {i}, with "quotes"\nand é' for i in range(n)],
+            "label": ["positive"] * n,
+        }
+    )
+
+
+def test_check_table_finds_what_is_wrong() -> None:
+    config = _config()
+    with pytest.raises(DataError, match=r"template names column 'text'.*Did you mean 'txt'"):
+        check_table(_table().rename_columns(["id", "product", "txt", "label"]), config, "x.csv")
+    with pytest.raises(DataError, match=r"input\.id_column names column 'id'"):
+        check_table(_table().drop(["id"]), config, "x.csv")
+    dup = pa.table({"id": ["a", "b", "a"], "product": ["p"] * 3, "text": ["t"] * 3})
+    with pytest.raises(DataError, match=r"repeats 1 id\(s\): 'a' \(2x\)"):
+        check_table(dup, config, "x.csv")
+    nulls = pa.table({"id": ["a", None, " "], "product": ["p"] * 3, "text": ["t"] * 3})
+    with pytest.raises(DataError, match=r"empty in 2 row\(s\) \(data rows 2, 3\)"):
+        check_table(nulls, config, "x.csv")
+    with pytest.raises(DataError, match="no rows"):
+        check_table(_table().slice(0, 0), config, "x.csv")
+    assert check_table(_table(3), config, "x.csv") == ["id0", "id1", "id2"]
+
+
+def test_custom_ids_are_stable_and_fit_every_provider() -> None:
+    assert custom_id_for("r001") == "id-r001"
+    weird = custom_id_for("a/b c?é")
+    assert weird == custom_id_for("a/b c?é") and weird.startswith("h-")
+    import re
+
+    for row_id in ("r001", "a/b c?é", "x" * 500, "7"):
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", custom_id_for(row_id))
+
+
+def test_build_renders_system_template_and_params() -> None:
+    config = _config()
+    table = _table(2)
+    plan = build_requests(table, config, check_table(table, config, "x"), "m")
+    custom_id, item = plan.items[0]
+    request = orjson.loads(item)
+    assert request["custom_id"] == custom_id == "id-id0"
+    assert request["body"] == {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "Sentiment of kettle."},
+            {
+                "role": "user",
+                "content": 'Label: positive, negative\n\ntext 0, with "quotes"\nand é',
+            },
+        ],
+        "max_tokens": 4,
+    }
+
+
+def test_empty_and_oversized_rows_are_skipped_not_sent() -> None:
+    config = _config(batch={"max_request_bytes": 400})
+    table = pa.table(
+        {"id": ["a", "b", "c"], "product": ["p"] * 3, "text": ["fine", None, "x" * 1000]}
+    )
+    plan = build_requests(table, config, check_table(table, config, "x"), "m")
+    assert [c for c, _ in plan.items] == ["id-a"]
+    assert "prompt is empty" in plan.skipped["id-b"]
+    assert "over batch.max_request_bytes (400)" in plan.skipped["id-c"]
+
+
+def test_shards_by_count_and_bytes() -> None:
+    config = _config(batch={"max_requests": 2})
+    table = _table(5)
+    plan = build_requests(table, config, check_table(table, config, "x"), "m")
+    assert [len(s) for s in shard(plan.items, config)] == [2, 2, 1]
+
+
+def test_join_does_not_depend_on_the_order_results_come_in() -> None:
+    config = _config(gold_column="label")
+    table = _table(50)
+    ids = check_table(table, config, "x")
+    plan = build_requests(table, config, ids, "m")
+    answers = {
+        c: RowResult("completed", "Positive." if i % 3 else "neg?", None, "batch_1", 10, 1)
+        for i, c in enumerate(plan.custom_ids)
+    }
+    shuffled = list(answers.items())
+    random.Random(5).shuffle(shuffled)
+    out = join(table, config, [ModelAnswers(plan, dict(shuffled), dict.fromkeys(answers, 1))])
+    assert out.column("id").to_pylist() == ids
+    assert out.column_names == [
+        "id",
+        "product",
+        "text",
+        "label_input",
+        "answer",
+        "status",
+        "error",
+        "batch_id",
+        "attempts",
+        "prompt_tokens",
+        "completion_tokens",
+        "label",
+    ]
+    labels = out.column("label").to_pylist()
+    assert labels == ["INVALID" if i % 3 == 0 else "positive" for i in range(50)]
+    assert out.column("text").to_pylist() == table.column("text").to_pylist()
