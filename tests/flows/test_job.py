@@ -232,3 +232,28 @@ def test_evaluation_scored_against_references(project) -> None:
     answers = output.column("answer").to_pylist()
     expected = [float(a.lower() == "blue") for a in answers[:1]] + [0.0]
     assert output.column("score").to_pylist() == expected
+
+
+def test_the_report_and_progress_are_prefect_artifacts(project) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    config = project(
+        _classification(), {"data/reviews.csv": _csv(TRICKY, ("review_id", "text", "gold"))}
+    )
+    state = batch_job(str(config), return_state=True)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    by_type: dict[str, list] = {}
+    for artifact in artifacts:
+        by_type.setdefault(artifact.type, []).append(artifact)
+    (markdown,) = by_type["markdown"]
+    assert markdown.key == "sentiment-report"
+    assert "Accuracy 100.0%" in markdown.data and "| gold \\ answer |" in markdown.data
+    (table,) = by_type["table"]
+    assert "positive" in str(table.data)
+    (progress,) = by_type["progress"]
+    assert progress.data == 100.0
