@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 FAULT_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -163,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.job import batch_job
 
     try:
-        report = batch_job(args.config, args.set)
+        report = batch_job(config=args.config, settings=args.set)
     except (JobError, BatchApiError) as exc:
         _error(exc)
         return 1
@@ -268,6 +269,47 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Register the deployments with the Prefect server of PREFECT_API_URL."""
+    _quiet_prefect()
+    from flows.deploy import deploy, read_specs
+    from tablebatch.jobs.errors import JobError
+
+    root = Path(args.root).resolve()
+    try:
+        specs = read_specs(root, Path(args.file) if args.file else None)
+        names = deploy(root, specs)
+    except (JobError, OSError) as exc:
+        _error(exc)
+        return 2
+    for spec, name in zip(specs, names, strict=True):
+        when = ", ".join(
+            f"cron {s['cron']} ({s.get('timezone', 'UTC')})"
+            if "cron" in s
+            else f"every {s['interval']} s"
+            for s in spec.schedules
+        )
+        print(f"deployed {name}  [{when or 'no schedule'}]  pool {spec.work_pool}")
+    for pool in sorted({s.work_pool for s in specs}):
+        print(f"Start a worker: prefect worker start --pool {pool} --type process")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve every deployment from this process (schedules and UI runs), until Ctrl-C."""
+    _quiet_prefect()
+    from flows.deploy import read_specs, serve
+    from tablebatch.jobs.errors import JobError
+
+    try:
+        specs = read_specs(Path(args.root).resolve(), Path(args.file) if args.file else None)
+    except JobError as exc:
+        _error(exc)
+        return 2
+    serve(specs)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tablebatch``."""
     parser = argparse.ArgumentParser(
@@ -289,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     validate = sub.add_parser("validate", help="check job configs without running them")
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
+    for name, text in (
+        ("deploy", "register the deployments (prefect.yaml + configs/) with the Prefect server"),
+        ("serve", "serve the deployments from this process: schedules and UI runs, no worker"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("--root", default=".", help="the project folder (default: here)")
+        command.add_argument("--file", help="the deployments file (default: <root>/prefect.yaml)")
     _server_parser(sub)
     demo = sub.add_parser(
         "demo",
@@ -306,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "plan": cmd_plan,
         "validate": cmd_validate,
+        "deploy": cmd_deploy,
+        "serve": cmd_serve,
         "server": cmd_server,
         "demo": cmd_demo,
     }[args.command]

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+import yaml
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
 
 from tablebatch.api import BatchClient
 from tablebatch.io import resolve
@@ -29,6 +31,70 @@ from tasks.load import load_config_task, load_task
 from tasks.submit import collect_task, submit_task, wait_task
 
 LOCAL_POLL_S = (0.1, 1.0)  # first and longest poll interval against the local server
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+Scoring = Literal["exact", "normalized", "contains", "regex", "judge"]
+
+
+class JobOverrides(BaseModel):
+    """Changes to the job's config for one run; empty fields keep what the file says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Use this model instead of the config's.")
+    input_path: str | None = Field(
+        None, description="Read this table instead: a .csv/.parquet path, a glob or a URL."
+    )
+    output_path: str | None = Field(
+        None, description="Write the output here instead (.parquet or .csv)."
+    )
+    max_requests: int | None = Field(
+        None, ge=1, le=1_000_000, description="Requests per batch (batch.max_requests)."
+    )
+    max_attempts: int | None = Field(
+        None, ge=1, le=20, description="Tries per row, the first included (batch.max_attempts)."
+    )
+    max_wait_s: float | None = Field(
+        None, gt=0, description="Seconds to wait for a batch (batch.max_wait_s)."
+    )
+    scoring: Scoring | None = Field(None, description="Evaluation: how answers are scored.")
+
+    def updates(self) -> dict[str, Any]:
+        """The overrides as dotted config keys."""
+        keys = {
+            "model": "model",
+            "input_path": "input.path",
+            "output_path": "output.path",
+            "max_requests": "batch.max_requests",
+            "max_attempts": "batch.max_attempts",
+            "max_wait_s": "batch.max_wait_s",
+            "scoring": "scoring",
+        }
+        return {keys[k]: v for k, v in self.model_dump(exclude_none=True).items()}
+
+
+def config_file(config: str) -> Path:
+    """The config's path: as given, else under the project root (a worker may run elsewhere)."""
+    path = Path(config).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return PROJECT_ROOT / path
+
+
+def _run_name() -> str:
+    """ "<job> · <table>", so that a run's name says which job and which data it ran."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    config = str(parameters.get("config", "job"))
+    try:
+        data = yaml.safe_load(config_file(config).read_text(encoding="utf-8"))
+        overrides = parameters.get("overrides") or {}
+        if isinstance(overrides, BaseModel):
+            overrides = overrides.model_dump()
+        table = overrides.get("input_path") or data["input"]["path"]
+        return f"{data['name']} · {Path(str(table)).name}"
+    except Exception:  # a bad config fails in the flow, with its message; not here
+        return Path(config).stem
 
 
 @contextmanager
@@ -40,9 +106,16 @@ def open_client(config: JobConfig, root: Path) -> Iterator[BatchClient]:
     """
     if config.api is not None:
         api = config.api
-        with BatchClient.from_env(
-            api.base_url, api.api_key_env, timeout=api.timeout_s, max_retries=api.max_retries
-        ) as client:
+        options: dict[str, Any] = {"timeout": api.timeout_s, "max_retries": api.max_retries}
+        if api.api_key_secret:
+            from prefect.blocks.system import Secret
+
+            key = Secret.load(api.api_key_secret).get()
+            source = f"the Prefect Secret block {api.api_key_secret!r}"
+            client = BatchClient(api.base_url, key, key_source=source, **options)
+        else:
+            client = BatchClient.from_env(api.base_url, api.api_key_env, **options)
+        with client:
             yield client
         return
     from tablebatch.server import ServerSettings, serve_in_thread
@@ -89,8 +162,10 @@ def run_attempts(
             description = batch_description(config, model, stage, attempt, len(part))
             submitted = submit_task.submit(client, name, model, part, description)
             ended = wait_task.submit(client, submitted, config)
-            chains.append((collect_task.submit(client, ended, [c for c, _ in part]), ended))
-        for collected, ended in chains:
+            collected = collect_task.submit(client, ended, [c for c, _ in part])
+            chains.append((submitted, ended, collected))
+        for submitted, ended, collected in chains:
+            submitted.result()  # an error of an early stage surfaces as itself
             batch = ended.result()
             batches.append(
                 {
@@ -149,10 +224,30 @@ def output_path(config: JobConfig, root: Path) -> str:
     return resolve(config.output.path or f"data/output/{config.name}.parquet", root)
 
 
-@flow(name="tablebatch-job", task_runner=ThreadPoolTaskRunner(max_workers=8))
-def batch_job(config_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run the job a config describes; returns its report (also written next to the output)."""
-    config, root = load_config_task(config_path, overrides)
+@flow(
+    name="tablebatch-job",
+    flow_run_name=_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=8),
+)
+def batch_job(
+    config: str,
+    overrides: JobOverrides | None = None,
+    settings: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run an LLM batch job over a table, as a job config describes it.
+
+    Args:
+        config: The job config, e.g. configs/review-sentiment.yaml (relative to the
+            project root).
+        overrides: Changes for this run only; empty fields keep the config's values.
+        settings: Further changes as key=value, like `tablebatch run --set`
+            (e.g. batch.poll_interval_s=30).
+
+    Returns the report, which is also written next to the output.
+    """
+    path = config_file(config)
+    updates = overrides.updates() if overrides is not None else None
+    config, root = load_config_task(str(path), settings, updates)
     logger = get_run_logger()
     table, ids = load_task(config, root)
     path = output_path(config, root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from prefect import task
@@ -15,10 +16,12 @@ from tablebatch.jobs.config import JobConfig, load_config, project_root
 
 @task(name="load-config", cache_policy=NONE)
 def load_config_task(
-    config_path: str, overrides: list[str] | None = None
+    config_path: str,
+    overrides: list[str] | None = None,
+    updates: dict[str, Any] | None = None,
 ) -> tuple[JobConfig, Path]:
     """The checked config and the project root its relative paths resolve against."""
-    return load_config(config_path, overrides), project_root(config_path)
+    return load_config(config_path, overrides, updates), project_root(config_path)
 
 
 @task(name="load", cache_policy=NONE)

@@ -94,6 +94,9 @@ class ApiConfig(Strict):
     provider: Literal["seed"] = "seed"
     base_url: str = Field(description="e.g. https://api.x.ai/v1")
     api_key_env: str = Field("XAI_API_KEY", description="Environment variable holding the key.")
+    api_key_secret: str | None = Field(
+        None, description="A Prefect Secret block holding the key; used before api_key_env."
+    )
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0)
 
@@ -157,6 +160,33 @@ class JudgeConfig(Strict):
         return value
 
 
+class ScheduleConfig(Strict):
+    """When ``tablebatch deploy`` schedules the job (a config not listed in prefect.yaml)."""
+
+    cron: str = Field(description='A cron expression, e.g. "0 6 * * 1-5".')
+    timezone: str = Field("UTC", description="An IANA time zone, e.g. Europe/Berlin.")
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        if len(value.split()) not in (5, 6):
+            raise ValueError("a cron expression has 5 fields, e.g. '0 6 * * *'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use e.g. UTC or Europe/Berlin"
+            ) from None
+        return value
+
+
 class JobConfig(Strict):
     """One job: a table, a prompt, a model, and where the answers go."""
 
@@ -176,6 +206,7 @@ class JobConfig(Strict):
     api: ApiConfig | None = None
     batch: BatchSettings = Field(default_factory=BatchSettings)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    schedule: ScheduleConfig | None = Field(None, description="For tablebatch deploy.")
 
     @field_validator("name")
     @classmethod
@@ -294,7 +325,7 @@ def describe_errors(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _set(data: dict[str, Any], dotted: str, raw: str) -> None:
+def _set_value(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data
     for key in keys[:-1]:
@@ -304,14 +335,27 @@ def _set(data: dict[str, Any], dotted: str, raw: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}: {key} is not a section")
         node = child
+    node[keys[-1]] = value
+
+
+def _set(data: dict[str, Any], dotted: str, raw: str) -> None:
     try:
-        node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {dotted}={raw}: not a YAML value ({exc})") from None
+    _set_value(data, dotted, value)
 
 
-def parse_config(data: Any, source: str, overrides: list[str] | None = None) -> JobConfig:
-    """Check a config's data (with ``key=value`` overrides); ``source`` names it in errors."""
+def parse_config(
+    data: Any,
+    source: str,
+    overrides: list[str] | None = None,
+    updates: dict[str, Any] | None = None,
+) -> JobConfig:
+    """Check a config's data; ``source`` names it in errors.
+
+    ``overrides`` are ``key=value`` strings (YAML values, as ``--set``); ``updates``
+    maps dotted keys to values already typed (as the flow's typed parameters)."""
     if data is None:
         raise ConfigError(f"{source}: the file is empty; see configs/ for examples")
     if not isinstance(data, dict):
@@ -323,14 +367,18 @@ def parse_config(data: Any, source: str, overrides: list[str] | None = None) -> 
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: write key=value, e.g. --set batch.max_requests=500")
         _set(data, key.strip(), value)
+    for key, value in (updates or {}).items():
+        _set_value(data, key, value)
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(source, exc)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
-    """Read and check a YAML job config."""
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, updates: dict[str, Any] | None = None
+) -> JobConfig:
+    """Read and check a YAML job config (see ``parse_config`` for the overrides)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -342,7 +390,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConf
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path), overrides)
+    return parse_config(data, str(path), overrides, updates)
 
 
 def project_root(config_path: str | Path) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from tablebatch.api import Batch, BatchClient, BatchResult
+from tablebatch.api import Batch, BatchClient, BatchResult, ConflictError
 from tablebatch.jobs.config import JobConfig
 
 
@@ -41,6 +41,23 @@ def batch_description(config: JobConfig, model: str, stage: str, attempt: int, r
     ).decode()
 
 
+def claim_batch(client: BatchClient, name: str, model: str, description: str) -> Batch:
+    """The batch named ``name``: the oldest one of that name, created if there is none.
+
+    Two runs of the same job at once may both create one; each then lists the
+    batches of that name and keeps the oldest, and the other cancels its own,
+    still empty (so costing nothing). Both go on with the same batch.
+    """
+    existing = list(client.iter_batches(name=name))  # newest first
+    if existing:
+        return existing[-1]
+    mine = client.create_batch(name, model=model, description=description)
+    oldest = list(client.iter_batches(name=name))[-1]
+    if oldest.id != mine.id:
+        client.cancel(mine.id)
+    return oldest
+
+
 def submit_shard(
     client: BatchClient,
     name: str,
@@ -50,13 +67,16 @@ def submit_shard(
 ) -> tuple[Batch, int]:
     """Find or create the shard's batch, add what it lacks, start it; returns it and the
     number of requests sent now (0 when the batch already held them all)."""
-    batch = client.find_batch(name)
-    if batch is None:
-        batch = client.create_batch(name, model=model, description=description)
+    batch = claim_batch(client, name, model, description)
     sent = 0
     if batch.status in ("created", "pending"):
-        sent = client.add_requests(batch.id, items).added
-        batch = client.start(batch.id)
+        try:
+            sent = client.add_requests(batch.id, items).added
+            batch = client.start(batch.id)
+        except ConflictError:
+            batch = client.get_batch(batch.id)  # another run of the job started it
+            if batch.status in ("created", "pending"):
+                raise
     return batch, sent
 
 

@@ -257,3 +257,24 @@ def test_the_report_and_progress_are_prefect_artifacts(project) -> None:
     assert "positive" in str(table.data)
     (progress,) = by_type["progress"]
     assert progress.data == 100.0
+
+
+def test_the_api_key_comes_from_a_prefect_secret_block(project, server_factory) -> None:
+    from prefect.blocks.system import Secret
+
+    from tablebatch.api import AuthenticationError
+
+    server = server_factory(api_keys=["sk-from-block"])
+    Secret(value="sk-from-block").save("tablebatch-test-key", overwrite=True)
+    config = project(
+        _classification(api={"base_url": server.url, "api_key_secret": "tablebatch-test-key"}),
+        {"data/reviews.csv": _csv(TRICKY, ("review_id", "text", "gold"))},
+    )
+    report = batch_job(str(config))
+    assert report["rows_by_status"] == {"completed": 6}
+    assert "sk-from-block" not in json.dumps(report)
+    Secret(value="sk-stale").save("tablebatch-test-key", overwrite=True)
+    with pytest.raises(AuthenticationError) as info:
+        batch_job(str(config), settings=["name=sentiment-2"])
+    assert "Prefect Secret block 'tablebatch-test-key'" in str(info.value)
+    assert "sk-stale" not in str(info.value)

@@ -1,0 +1,154 @@
+"""Deployments of the job flow: from ``prefect.yaml``, and one per config in ``configs/``.
+
+``tablebatch deploy`` registers them with the Prefect server that
+``PREFECT_API_URL`` names (a local server, or Prefect Cloud), for a process
+worker to run; ``tablebatch serve`` serves them from this process instead.
+A config not listed in ``prefect.yaml`` becomes a deployment of its own, named
+after its job, scheduled by its optional ``schedule`` key: adding a job is
+adding a YAML file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tablebatch.jobs.config import load_config
+from tablebatch.jobs.errors import ConfigError
+
+ENTRYPOINT = "flows/job.py:batch_job"
+DEFAULT_POOL = "tablebatch"
+
+
+@dataclass
+class DeploymentSpec:
+    """One deployment: a name, parameters, schedules and where it runs."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+    concurrency_limit: int | None = None
+    work_pool: str = DEFAULT_POOL
+
+    def prefect_schedules(self) -> list[Any]:
+        """The schedules as Prefect objects (cron with a time zone, or an interval)."""
+        from prefect.schedules import Cron, Interval
+
+        out = []
+        for s in self.schedules:
+            if "cron" in s:
+                out.append(Cron(s["cron"], timezone=s.get("timezone", "UTC")))
+            elif "interval" in s:
+                out.append(Interval(float(s["interval"]), timezone=s.get("timezone", "UTC")))
+            else:
+                raise ConfigError(f"deployment {self.name}: a schedule needs cron or interval")
+        return out
+
+
+def read_specs(root: Path, prefect_file: Path | None = None) -> list[DeploymentSpec]:
+    """The deployments of ``prefect.yaml``, then one per unlisted config in ``configs/``."""
+    path = prefect_file or root / "prefect.yaml"
+    specs: list[DeploymentSpec] = []
+    if path.exists():
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for entry in data.get("deployments") or []:
+            if entry.get("entrypoint", ENTRYPOINT) != ENTRYPOINT:
+                continue
+            specs.append(
+                DeploymentSpec(
+                    name=entry["name"],
+                    parameters=dict(entry.get("parameters") or {}),
+                    schedules=list(entry.get("schedules") or []),
+                    description=entry.get("description"),
+                    tags=list(entry.get("tags") or []),
+                    concurrency_limit=entry.get("concurrency_limit"),
+                    work_pool=(entry.get("work_pool") or {}).get("name", DEFAULT_POOL),
+                )
+            )
+    listed = {Path(s.parameters["config"]).as_posix() for s in specs if "config" in s.parameters}
+    names = {s.name for s in specs}
+    for config_path in sorted((root / "configs").glob("*.y*ml")):
+        relative = config_path.relative_to(root).as_posix()
+        if relative in listed:
+            continue
+        config = load_config(config_path)
+        if config.name in names:
+            raise ConfigError(f"{relative}: a deployment named {config.name} already exists")
+        schedule = [config.schedule.model_dump()] if config.schedule else []
+        specs.append(
+            DeploymentSpec(
+                name=config.name,
+                parameters={"config": relative},
+                schedules=schedule,
+                description=f"The job in {relative}.",
+                tags=["tablebatch", config.kind],
+                concurrency_limit=1,
+            )
+        )
+    return specs
+
+
+def ensure_pool(name: str) -> None:
+    """Create the process work pool if the server does not have it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+
+
+def deploy(root: Path, specs: list[DeploymentSpec]) -> list[str]:
+    """Register ``specs`` for a process worker; the flow runs in ``root``."""
+    from flows.job import batch_job
+
+    source = batch_job.from_source(source=str(root), entrypoint=ENTRYPOINT)
+    done = []
+    for spec in specs:
+        ensure_pool(spec.work_pool)
+        source.deploy(
+            name=spec.name,
+            work_pool_name=spec.work_pool,
+            parameters=spec.parameters,
+            schedules=spec.prefect_schedules(),
+            concurrency_limit=spec.concurrency_limit,
+            description=spec.description,
+            tags=spec.tags,
+            job_variables={"working_dir": str(root)},
+            build=False,
+            push=False,
+            print_next_steps=False,
+        )
+        done.append(f"tablebatch-job/{spec.name}")
+    return done
+
+
+def serve(specs: list[DeploymentSpec]) -> None:
+    """Serve ``specs`` from this process until interrupted (no worker needed)."""
+    from prefect import serve as prefect_serve
+
+    from flows.job import batch_job
+
+    prefect_serve(
+        *[
+            batch_job.to_deployment(
+                name=spec.name,
+                parameters=spec.parameters,
+                schedules=spec.prefect_schedules(),
+                concurrency_limit=spec.concurrency_limit,
+                description=spec.description,
+                tags=spec.tags,
+            )
+            for spec in specs
+        ]
+    )
