@@ -13,6 +13,7 @@ without loading Prefect.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -163,13 +164,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     _quiet_prefect()
     from flows.job import batch_job
 
+    _no_tracebacks_for((JobError, BatchApiError))
     try:
         report = batch_job(config=args.config, settings=args.set)
     except (JobError, BatchApiError) as exc:
         _error(exc)
         return 1
     print(_summary(report))
+    cancelled = report["rows_by_status"].get("cancelled", 0)
+    if cancelled:
+        _error(
+            f"{cancelled} row(s) were not answered: their batch was cancelled while the job "
+            f"ran. Answered rows are kept; run the job again to send the rest."
+        )
+        return 1
     return 0
+
+
+class _NoTraceback(logging.Filter):
+    """Keeps the message of an expected error and drops its traceback from the terminal."""
+
+    def __init__(self, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.expected):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _no_tracebacks_for(expected: tuple[type[BaseException], ...]) -> None:
+    """Errors that tell the user what to change need no Python traceback on the terminal."""
+    quiet = _NoTraceback(expected)
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(quiet)
 
 
 def _summary(report: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ is ever one row.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +20,11 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from tablebatch.api import BatchClient
+from tablebatch.api import BatchClient, WaitTimeoutError
 from tablebatch.io import resolve
 from tablebatch.jobs.build import Plan, Template, column_texts, shard
 from tablebatch.jobs.config import JobConfig, template_fields
+from tablebatch.jobs.errors import JobFailed
 from tablebatch.jobs.results import ModelAnswers
 from tablebatch.jobs.submit import RowResult, batch_description, batch_name
 from tasks.build import build_task
@@ -140,6 +142,27 @@ def _local_polls(config: JobConfig) -> JobConfig:
     return config.model_copy(update={"batch": batch})
 
 
+class Systemic(Exception):
+    """Too many requests of an attempt failed: the job stops instead of retrying them."""
+
+
+def _check_budget(config: JobConfig, sent: list[tuple[str, bytes]], results: dict) -> None:
+    failed = [results[c] for c, _ in sent if results[c].status == "failed"]
+    budget = config.batch.error_budget
+    if not failed or len(failed) <= budget * len(sent):
+        return
+    if len(failed) < 10 and len(failed) < len(sent):
+        return  # too few to tell a pattern from bad luck
+    error, count = Counter(r.error or "no error text" for r in failed).most_common(1)[0]
+    raise Systemic(
+        f"{len(failed)} of {len(sent)} requests failed ({len(failed) / len(sent):.0%}, over "
+        f"batch.error_budget {budget:.0%}); the most common error, in {count} row(s): "
+        f"{error!r}. This looks systemic, so the job stops instead of retrying row by row: "
+        "fix the cause (model name, API key, quota, prompt) and run again. Answered rows are "
+        "kept and will not be sent again."
+    )
+
+
 def run_attempts(
     client: BatchClient,
     config: JobConfig,
@@ -149,7 +172,13 @@ def run_attempts(
     fingerprint: str,
     batches: list[dict[str, Any]],
 ) -> tuple[dict[str, RowResult], dict[str, int]]:
-    """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``."""
+    """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``.
+
+    Rows of a batch that was cancelled while this run waited are marked
+    ``cancelled`` and not sent again (someone meant to stop them); rows of a batch
+    found already cancelled are sent again: a later run sends only the rest.
+    Raises ``Systemic`` (results so far in ``.args[1:]``) past the error budget.
+    """
     logger = get_run_logger()
     results: dict[str, RowResult] = {}
     attempts: dict[str, int] = {}
@@ -165,7 +194,7 @@ def run_attempts(
             collected = collect_task.submit(client, ended, [c for c, _ in part])
             chains.append((submitted, ended, collected))
         for submitted, ended, collected in chains:
-            submitted.result()  # an error of an early stage surfaces as itself
+            found = submitted.result()  # an error of an early stage surfaces as itself
             batch = ended.result()
             batches.append(
                 {
@@ -178,9 +207,16 @@ def run_attempts(
                     "requests": batch.request_count,
                 }
             )
+            stopped_now = batch.status == "cancelled" and found.status != "cancelled"
             for custom_id, result in collected.result().items():
+                if stopped_now and result.status == "failed":
+                    result.status = "cancelled"
                 results[custom_id] = result
                 attempts[custom_id] = attempt
+        try:
+            _check_budget(config, pending, results)
+        except Systemic as exc:
+            raise Systemic(str(exc), results, attempts) from None
         pending = [item for item in pending if results[item[0]].status == "failed"]
         if not pending:
             break
@@ -245,6 +281,7 @@ def batch_job(
 
     Returns the report, which is also written next to the output.
     """
+    config_arg = config
     path = config_file(config)
     updates = overrides.updates() if overrides is not None else None
     config, root = load_config_task(str(path), settings, updates)
@@ -254,27 +291,56 @@ def batch_job(
     batches: list[dict[str, Any]] = []
     per_model: list[ModelAnswers] = []
     judging = config.scoring == "judge" and config.judge is not None
-    with open_client(config, root) as client:
-        run_config = _local_polls(config) if config.api is None else config
-        for model in config.model_names:
-            plan: Plan = build_task(config, table, ids, model, keep_prompts=judging)
-            results, attempts = run_attempts(
-                client, run_config, plan.items, model, "answer", config.fingerprint(model), batches
-            )
-            per_model.append(ModelAnswers(plan, results, attempts))
-        if judging and config.judge is not None:
-            for k, answers in enumerate(per_model):
-                items = judge_items(config, table, answers, k)
-                judge_print = config.fingerprint(config.judge.model, answers.plan.model)
-                judged, _ = run_attempts(
-                    client, run_config, items, config.judge.model, "judge", judge_print, batches
-                )
-                answers.judged = {
-                    custom_id: judged[f"{custom_id}--m{k}"]
-                    for custom_id in answers.plan.custom_ids
-                    if f"{custom_id}--m{k}" in judged
-                }
+    stopped: str | None = None
+    try:
+        with open_client(config, root) as client:
+            run_config = _local_polls(config) if config.api is None else config
+            for model in config.model_names:
+                plan: Plan = build_task(config, table, ids, model, keep_prompts=judging)
+                try:
+                    results, attempts = run_attempts(
+                        client,
+                        run_config,
+                        plan.items,
+                        model,
+                        "answer",
+                        config.fingerprint(model),
+                        batches,
+                    )
+                except Systemic as exc:
+                    stopped, results, attempts = exc.args
+                per_model.append(ModelAnswers(plan, results, attempts))
+                if stopped:
+                    break
+            if judging and config.judge is not None and not stopped:
+                for k, answers in enumerate(per_model):
+                    items = judge_items(config, table, answers, k)
+                    judge_print = config.fingerprint(config.judge.model, answers.plan.model)
+                    judged, _ = run_attempts(
+                        client,
+                        run_config,
+                        items,
+                        config.judge.model,
+                        "judge",
+                        judge_print,
+                        batches,
+                    )
+                    answers.judged = {
+                        custom_id: judged[f"{custom_id}--m{k}"]
+                        for custom_id in answers.plan.custom_ids
+                        if f"{custom_id}--m{k}" in judged
+                    }
+    except WaitTimeoutError as exc:
+        raise JobFailed(
+            f"{config.name}: batch {exc.batch.id} ({exc.batch.name}) is still "
+            f"{exc.batch.status} after {exc.waited_s:.0f} s (batch.max_wait_s), with "
+            f"{exc.batch.completed_count + exc.batch.failed_count} of {exc.batch.request_count} "
+            "requests ended. It goes on on the server; to collect it and finish the job, run "
+            f"the same job again: tablebatch run {config_arg}"
+        ) from None
     output = join_task(table, config, per_model)
     report = write_task(config, table, output, path, batches)
     logger.info("%s: wrote %d row(s) to %s", config.name, output.num_rows, path)
+    if stopped:
+        raise JobFailed(f"{config.name}: {stopped} The output, with the answered rows: {path}")
     return report

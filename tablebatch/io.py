@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tablebatch.crash import crash_point
 from tablebatch.jobs.errors import DataError
 
 FORMATS = (".csv", ".parquet")
@@ -96,6 +97,7 @@ def write_table(table: pa.Table, path: str) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             _write(table, handle, suffix)
+        crash_point("writing")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 
 from tablebatch.api import Batch, BatchClient
+from tablebatch.crash import crash_point
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.submit import RowResult, collect, submit_shard, wait_for
 
@@ -37,6 +38,8 @@ def wait_task(client: BatchClient, batch: Batch, config: JobConfig) -> Batch:
         ended = current.completed_count + current.failed_count + current.cancelled_count
         total = max(current.request_count, 1)
         update_progress_artifact(artifact, progress=100.0 * ended / total)
+        if current.status == "processing":
+            crash_point("polling")
         logger.info(
             "batch %s: %s, %d/%d done, %d failed",
             current.id,

@@ -55,6 +55,7 @@ from tablebatch.api.models import (
     RequestStatus,
 )
 from tablebatch.api.retry import NOT_PROCESSED_STATUS, RetryPolicy, parse_retry_after
+from tablebatch.crash import crash_point
 
 log = logging.getLogger("tablebatch.api")
 
@@ -231,7 +232,8 @@ class BatchClient:
             except httpx.TransportError as exc:
                 error = APIConnectionError(
                     f"{method} {path}: could not reach {self.base_url} "
-                    f"({type(exc).__name__}: {self._scrub(str(exc))}).",
+                    f"({type(exc).__name__}: {self._scrub(str(exc))}); check the base URL, "
+                    "that the server is up, and the network.",
                     maybe_sent=not isinstance(exc, httpx.ConnectError),
                     attempts=attempt,
                 )
@@ -402,6 +404,7 @@ class BatchClient:
         result = AddResult()
         for chunk in chunk_requests(encoded, self.max_requests_per_call, self.max_bytes_per_call):
             self._add_chunk(batch_id, chunk, result)
+            crash_point("mid-add")
         return result
 
     def _add_chunk(self, batch_id: str, chunk: list[tuple[str, bytes]], result: AddResult) -> None:

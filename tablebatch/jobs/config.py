@@ -121,6 +121,13 @@ class BatchSettings(Strict):
     max_wait_s: float = Field(86_400.0, gt=0, description="How long to wait for a batch.")
     max_attempts: int = Field(3, ge=1, le=20, description="Tries per row, the first included.")
     concurrency: int = Field(4, ge=1, le=64, description="Batches submitted and awaited at once.")
+    error_budget: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of an attempt's requests that may fail before the job stops as "
+        "systemic (instead of retrying row by row).",
+    )
 
 
 class OutputConfig(Strict):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from tablebatch.api import Batch, BatchClient, BatchResult, ConflictError
+from tablebatch.crash import crash_point
 from tablebatch.jobs.config import JobConfig
 
 
@@ -52,6 +53,7 @@ def claim_batch(client: BatchClient, name: str, model: str, description: str) ->
     if existing:
         return existing[-1]
     mine = client.create_batch(name, model=model, description=description)
+    crash_point("after-create")
     oldest = list(client.iter_batches(name=name))[-1]
     if oldest.id != mine.id:
         client.cancel(mine.id)
@@ -121,7 +123,11 @@ def _row_result(result: BatchResult, batch_id: str) -> RowResult:
 
 def collect(client: BatchClient, batch: Batch, custom_ids: list[str]) -> dict[str, RowResult]:
     """Every result of a finished batch; requests with none get the batch's reason."""
-    results = {r.custom_id: _row_result(r, batch.id) for r in client.iter_results(batch.id)}
+    results: dict[str, RowResult] = {}
+    for result in client.iter_results(batch.id, page_size=1000):
+        results[result.custom_id] = _row_result(result, batch.id)
+        if len(results) == 1000:
+            crash_point("collecting")
     if len(results) < len(custom_ids):
         if batch.status == "cancelled":
             reason = f"cancelled: batch {batch.id} was cancelled before this row was answered"

@@ -1,0 +1,78 @@
+"""The crash matrix: SIGKILL a run at each crash point, run it again on a "new machine"
+(none of the first run's local files, only the API's state), and check that every row
+is in the output once and the API received every request once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from prefect.settings import PREFECT_API_URL
+
+from tablebatch.crash import POINTS
+
+ROWS = 2500  # three add calls of 1000 and three result pages of 1000
+
+
+def _project(root: Path) -> Path:
+    (root / "data").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    words = ["great", "terrible", "fine", "broken", "lovely", "useless"]
+    lines = ["id,text"] + [
+        f"r{i:05d},Review {i}: {words[i % 6]} and {words[(i * 7) % 6]}" for i in range(ROWS)
+    ]
+    (root / "data/reviews.csv").write_text("\n".join(lines) + "\n")
+    config = {
+        "name": "crash",
+        "kind": "classification",
+        "input": {"path": "data/reviews.csv", "id_column": "id"},
+        "prompt": {"template": "Is this review positive or negative?\n\n{text}"},
+        "model": "grok-4",
+        "labels": ["positive", "negative"],
+        "output": {"path": "data/output/crash.parquet"},
+    }
+    (root / "configs").mkdir()
+    (root / "configs/crash.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def _run(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "configs/crash.yaml"],
+        cwd=root,
+        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, point: str) -> None:
+    first = _project(tmp_path / "machine-1")
+    slow = {"TABLEBATCH_SERVER_FAULTS__PROCESSING_DELAY_S": "0.5"} if point == "polling" else {}
+    crashed = _run(first, TABLEBATCH_CRASH_AT=point, **slow)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]  # SIGKILL, mid-run
+    assert not (first / "data/output/crash.parquet").exists()
+
+    # another machine: the API's state (the local server's database) and nothing else
+    second = _project(tmp_path / "machine-2")
+    shutil.copytree(first / ".tablebatch", second / ".tablebatch")
+    rerun = _run(second)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    output = pq.read_table(second / "data/output/crash.parquet")
+    assert output.column("id").to_pylist() == [f"r{i:05d}" for i in range(ROWS)]
+    assert set(output.column("status").to_pylist()) == {"completed"}
+    with sqlite3.connect(second / ".tablebatch/server.db") as db:
+        sent = db.execute("SELECT COUNT(*), COUNT(DISTINCT custom_id) FROM requests").fetchone()
+        batches = db.execute("SELECT status, request_count FROM batches").fetchall()
+    assert sent == (ROWS, ROWS)  # every request received exactly once
+    assert [b for b in batches if b[0] != "cancelled"] == [("completed", ROWS)]
