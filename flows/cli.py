@@ -31,6 +31,11 @@ FAULT_FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "share of POSTs answered 500 after they took effect",
     ),
+    "--fault-disconnect": (
+        "disconnect_rate",
+        float,
+        "share of API calls whose connection drops mid-answer, after the effect",
+    ),
     "--fault-latency": ("latency_s", float, "seconds added to every API call"),
     "--fault-request-failure": ("request_failure_rate", float, "share of requests that fail"),
     "--fault-batch-failure": ("batch_failure_rate", float, "share of batches that fail"),

@@ -4,7 +4,8 @@ It sits in front of the API routes (paths under ``/v1/``) and, by a seeded
 random draw per call, answers 429 (with ``Retry-After``), 500 or 503 before the
 call takes effect, adds latency, or lets a POST take effect and then answers
 500, so that the client cannot know the outcome. The same seed and the same
-sequence of calls give the same faults.
+sequence of calls give the same faults. ``disconnect_rate`` drops the connection
+half-way through an answer, after the call took effect.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ class FaultInjector:
         self._rng = random.Random(faults.seed)
         self._lock = threading.Lock()
 
-    def _draw(self) -> tuple[float, float]:
+    def _draw(self) -> tuple[float, float, float]:
         with self._lock:
-            return self._rng.random(), self._rng.random()
+            return self._rng.random(), self._rng.random(), self._rng.random()
 
     def _pre_effect(self, draw: float) -> tuple | None:
         f = self.faults
@@ -67,14 +68,33 @@ class FaultInjector:
             )
         return None
 
+    async def _disconnect(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Let the call take effect, then send half of its answer and drop the connection."""
+        messages: list[dict[str, Any]] = []
+
+        async def keep(message: dict[str, Any]) -> None:
+            messages.append(message)
+
+        await self.app(scope, receive, keep)
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        start = next(m for m in messages if m["type"] == "http.response.start")
+        await send(start)
+        await send(
+            {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
+        )
+        raise ConnectionAbortedError("connection dropped mid-answer (injected fault)")
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         if self.faults.latency_s:
             await asyncio.sleep(self.faults.latency_s)
-        first, second = self._draw()
+        first, second, third = self._draw()
         answer = self._pre_effect(first)
+        if answer is None and third < self.faults.disconnect_rate:
+            await self._disconnect(scope, receive, send)
+            return
         if (
             answer is None
             and scope["method"] == "POST"

@@ -43,6 +43,9 @@ class FaultSettings(BaseModel):
     server_error_rate: Share = Field(0.0, description="Share of calls answered 500.")
     unavailable_rate: Share = Field(0.0, description="Share of calls answered 503.")
     post_commit_error_rate: Share = Field(0.0, description="Share of POSTs answered 500 after.")
+    disconnect_rate: Share = Field(
+        0.0, description="Share of calls whose connection drops mid-answer, after the effect."
+    )
     latency_s: float = Field(0.0, ge=0, description="Latency added to every API call.")
     request_failure_rate: Share = Field(0.0, description="Share of requests that fail.")
     batch_failure_rate: Share = Field(0.0, description="Share of batches that fail.")
@@ -61,6 +64,7 @@ class FaultSettings(BaseModel):
                 self.server_error_rate,
                 self.unavailable_rate,
                 self.post_commit_error_rate,
+                self.disconnect_rate,
                 self.latency_s,
             )
         )

@@ -151,7 +151,7 @@ class Worker:
         concurrency = getattr(self.backend, "concurrency", None)
         if concurrency:  # a remote backend: small chunks, so that a cancel stops soon
             limit = min(limit, 4 * concurrency)
-        if faults.batch_failure_rate and _unit(faults.seed, batch.id) < faults.batch_failure_rate:
+        if faults.batch_failure_rate and _unit(faults.seed, batch.name) < faults.batch_failure_rate:
             fail_at = math.ceil(faults.batch_fail_after * batch.request_count)
             if ended >= fail_at:
                 if in_flight:
@@ -194,7 +194,7 @@ class Worker:
         early: dict[int, Outcome] = {}
         for n, custom_id, body in rows:
             if faults.request_failure_rate and (
-                _unit(faults.seed, batch.id, custom_id) < faults.request_failure_rate
+                _unit(faults.seed, batch.name, custom_id) < faults.request_failure_rate
             ):
                 early[n] = Outcome(n, custom_id, error=INJECTED_REQUEST_ERROR)
             elif models is not None:

@@ -99,3 +99,12 @@ def test_a_failing_batch_keeps_what_was_answered(server_factory) -> None:
     assert len(results) == 100
     failed = [r for r in results if r["status"] == "failed"]
     assert {r["error"]["type"] for r in failed} == {"batch_failed"}
+
+
+def test_a_dropped_connection_after_the_effect(server_factory) -> None:
+    server = server_factory(faults={"disconnect_rate": 1.0})
+    with httpx.Client(base_url=server.url) as http, pytest.raises(httpx.RemoteProtocolError):
+        http.post("/batches", json={"name": "dropped"})
+    assert [b.name for b in server.app.state.store.list_batches(10, None, None, None)[0]] == [
+        "dropped"
+    ]
