@@ -162,7 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:  # everything about the config and the data is checked before Prefect starts
         config = load_config(args.config, args.set)
         path = resolve(config.input.path, project_root(args.config))
-        check_table(read_table(path, string_columns=[config.input.id_column]), config, path)
+        table = read_table(path, string_columns=[config.input.id_column])
+        ids = check_table(table, config, path)
+        _check_sendable(config, table, ids)
     except JobError as exc:
         _error(exc)
         return 2
@@ -184,6 +186,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _check_sendable(config: Any, table: Any, ids: list[str]) -> None:
+    """Before Prefect starts: something to send, and a key to send it with."""
+    from tablebatch.jobs.build import build_requests
+    from tablebatch.jobs.errors import ConfigError, DataError
+
+    plan = build_requests(table, config, ids, config.model_names[0])
+    if not plan.items:
+        reasons = sorted(set(plan.skipped.values()))
+        raise DataError(
+            f"{config.name}: no request to send: all {len(plan.skipped)} row(s) were skipped "
+            f"({reasons[0]}{' …' if len(reasons) > 1 else ''})."
+        )
+    api = config.api
+    if api is not None and not api.api_key_secret and not os.environ.get(api.api_key_env):
+        raise ConfigError(
+            f"No API key: set the environment variable {api.api_key_env} to the key of "
+            f"{api.base_url} (or name a Prefect Secret block in api.api_key_secret)."
+        )
 
 
 class _NoTraceback(logging.Filter):

@@ -54,7 +54,17 @@ def _read_one(path: str, string_columns: list[str]) -> pa.Table:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, ValueError) as exc:
         kind = "CSV" if suffix == ".csv" else "Parquet"
-        raise DataError(f"{path}: not a readable {kind} file: {exc}") from None
+        text = str(exc).strip()
+        hint = ""
+        if "UTF8" in text or "utf-8" in text.lower():
+            hint = " Save the file as UTF-8."
+        elif "Expected" in text and "columns" in text:
+            hint = " Every line needs as many fields as the header; quote fields with commas."
+        elif "Empty CSV" in text:
+            hint = " The file is empty: it needs a header line and rows."
+        elif kind == "Parquet":
+            hint = " Check that it is a Parquet file (or use a .csv name for CSV)."
+        raise DataError(f"{path}: not a readable {kind} file: {text}.{hint}") from None
 
 
 def _read_stream(handle: object, suffix: str, path: str, string_columns: list[str]) -> pa.Table:
@@ -63,7 +73,14 @@ def _read_stream(handle: object, suffix: str, path: str, string_columns: list[st
     header = pacsv.open_csv(handle).schema.names if string_columns else []
     handle.seek(0)  # type: ignore[attr-defined]
     types = {c: pa.string() for c in string_columns if c in header}
-    return pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=types))
+    table = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=types))
+    binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
+    if binary:  # Arrow reads text that is not UTF-8 as bytes
+        raise DataError(
+            f"{path}: column(s) {', '.join(binary)} are not valid UTF-8 text. Save the file "
+            "as UTF-8."
+        )
+    return table
 
 
 def read_table(path: str, string_columns: list[str] | None = None) -> pa.Table:
