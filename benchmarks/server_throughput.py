@@ -187,7 +187,7 @@ def run_server(db: str) -> Iterator[Server]:
     """Start ``tablebatch server --port 0`` in a subprocess; stop it when the block ends."""
     log_dir = tempfile.mkdtemp(prefix="tablebatch-bench-log-")
     stderr_path = os.path.join(log_dir, "server.stderr")
-    command = [sys.executable, "-m", "flows.cli", "server", "--port", "0", "--db", db]
+    command = [sys.executable, "-m", "flows.cli", "server", "--port", "0", "--db", db, "--no-auth"]
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
             command,

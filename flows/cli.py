@@ -73,6 +73,11 @@ def _server_parser(sub: Any) -> None:
         help="accepted bearer key (repeatable); prefer TABLEBATCH_SERVER_API_KEYS, which "
         "keeps keys out of the process list. None: any caller is accepted.",
     )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="accept any caller (without keys, the server makes one and prints it)",
+    )
     p.add_argument("--models", help="comma-separated model names served (default: any)")
     p.add_argument("--access-log", action="store_true", help="log every HTTP call")
     for flag, (_, kind, text) in FAULT_FLAGS.items():
@@ -114,7 +119,19 @@ def cmd_server(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"error: invalid server settings:\n{exc}", file=sys.stderr)
         return 2
-    auth = f"{len(settings.api_keys)} key(s)" if settings.api_keys else "off (any caller)"
+    if args.no_auth:
+        settings.api_keys = []
+        auth = "off (--no-auth: any caller)"
+    elif settings.api_keys:
+        auth = f"{len(settings.api_keys)} key(s)"
+    else:
+        import secrets
+
+        from pydantic import SecretStr
+
+        key = "tb-" + secrets.token_urlsafe(24)
+        settings.api_keys = [SecretStr(key)]
+        auth = f"on; generated key: {key} (choose one with TABLEBATCH_SERVER_API_KEYS)"
 
     def ready(url: str) -> None:
         print(

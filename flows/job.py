@@ -8,6 +8,7 @@ is ever one row.
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,6 +83,29 @@ def config_file(config: str) -> Path:
     return PROJECT_ROOT / path
 
 
+def _check_parameters(
+    config: JobConfig, root: Path, updates: dict[str, Any] | None, settings: list[str] | None
+) -> None:
+    """What a run's parameters (the UI's form) may change: not the API (its URL and key
+    stay as the config file says), and no path outside the project."""
+    from tablebatch.jobs.errors import ConfigError
+
+    keys = set(updates or {}) | {s.partition("=")[0].strip() for s in settings or []}
+    if any(k == "api" or k.startswith("api.") for k in keys):
+        raise ConfigError(
+            "The API (api.*) cannot be changed by a run's parameters; change it in the config file."
+        )
+    for key, value in (("input.path", config.input.path), ("output.path", config.output.path)):
+        if key not in keys or value is None:
+            continue
+        target = Path(resolve(value, root)).resolve()
+        if "://" in value or not target.is_relative_to(root.resolve()):
+            raise ConfigError(
+                f"{key} {value!r} from the run's parameters leaves the project folder {root}; "
+                "parameters may only name paths inside it (the config file may name others)."
+            )
+
+
 def _run_name() -> str:
     """ "<job> · <table>", so that a run's name says which job and which data it ran."""
     from prefect.runtime import flow_run
@@ -124,10 +148,9 @@ def open_client(config: JobConfig, root: Path) -> Iterator[BatchClient]:
 
     folder = root / ".tablebatch"
     folder.mkdir(exist_ok=True)
-    with (
-        serve_in_thread(ServerSettings(db=str(folder / "server.db"))) as server,
-        BatchClient(server.url) as client,
-    ):
+    key = secrets.token_urlsafe(24)  # the run's own server answers the run alone
+    settings = ServerSettings(db=str(folder / "server.db"), api_keys=[key])
+    with serve_in_thread(settings) as server, BatchClient(server.url, key) as client:
         yield client
 
 
@@ -147,7 +170,11 @@ class Systemic(Exception):
 
 
 def _check_budget(config: JobConfig, sent: list[tuple[str, bytes]], results: dict) -> None:
-    failed = [results[c] for c, _ in sent if results[c].status == "failed"]
+    failed = [
+        r
+        for r in (results[c] for c, _ in sent)
+        if r.status == "failed" and not (r.error or "").startswith("cancelled:")
+    ]  # rows stopped by a cancel are no sign of a systemic failure
     budget = config.batch.error_budget
     if not failed or len(failed) <= budget * len(sent):
         return
@@ -285,6 +312,7 @@ def batch_job(
     path = config_file(config)
     updates = overrides.updates() if overrides is not None else None
     config, root = load_config_task(str(path), settings, updates)
+    _check_parameters(config, root, updates, settings)
     logger = get_run_logger()
     table, ids = load_task(config, root)
     path = output_path(config, root)

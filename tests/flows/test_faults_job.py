@@ -73,3 +73,61 @@ def test_a_systemic_failure_stops_the_job(project, tmp_path, monkeypatch) -> Non
     output = pq.read_table(tmp_path / "data/output/all-fail.parquet")
     assert set(output.column("attempts").to_pylist()) == {1}  # no row-by-row retries
     assert set(output.column("status").to_pylist()) == {"failed"}
+
+
+def test_a_timeout_names_the_batch_and_the_command_that_resumes(project, monkeypatch) -> None:
+    monkeypatch.setenv("TABLEBATCH_SERVER_FAULTS__PROCESSING_RATE", "20")
+    config = _job(project, "slow", batch={"max_wait_s": 0.5})
+    with pytest.raises(JobFailed) as info:
+        batch_job(str(config))
+    message = str(info.value)
+    assert "batch batch_" in message and "(slow--answer-" in message
+    assert "is still processing after" in message and "batch.max_wait_s" in message
+    assert f"tablebatch run {config}" in message
+
+
+def test_a_batch_cancelled_on_the_server_keeps_its_answers(
+    project, server_factory, monkeypatch, tmp_path
+) -> None:
+    import sqlite3  # noqa: F401  (the server's own counts are read through its store)
+    import threading
+
+    from tablebatch.api import BatchClient
+
+    server = server_factory(faults={"processing_rate": 100})
+    monkeypatch.setenv("TB_ANY_KEY", "any")
+    config = _job(
+        project,
+        "cancelled",
+        api={"base_url": server.url, "api_key_env": "TB_ANY_KEY"},
+        batch={"max_requests": 1000, "max_attempts": 3, "poll_interval_s": 0.05},
+    )
+    reports: list = []
+    runner = threading.Thread(target=lambda: reports.append(batch_job(str(config))))
+    runner.start()
+    with BatchClient(server.url) as client:
+        while True:
+            batches = list(client.iter_batches())
+            if batches and batches[0].completed_count >= 30:
+                client.cancel(batches[0].id)
+                break
+    runner.join(60)
+    (report,) = reports
+    output = pq.read_table(tmp_path / "data/output/cancelled.parquet")
+    status = output.column("status").to_pylist()
+    answered = status.count("completed")
+    assert answered >= 30 and status.count("cancelled") == ROWS - answered
+    assert report["rows_by_status"] == {"completed": answered, "cancelled": ROWS - answered}
+    errors = [
+        e
+        for e, s in zip(output.column("error").to_pylist(), status, strict=True)
+        if s == "cancelled"
+    ]
+    assert all("was cancelled" in e for e in errors)
+
+    again = batch_job(str(config))  # a later run sends only the rest
+    assert again["rows_by_status"] == {"completed": ROWS}
+    store = server.app.state.store
+    held = store.list_batches(10, None, None, None)[0]
+    assert sum(b.completed_count for b in held) == ROWS  # nothing answered twice
+    assert sorted(b.request_count for b in held) == [ROWS - answered, ROWS]

@@ -278,3 +278,25 @@ def test_the_api_key_comes_from_a_prefect_secret_block(project, server_factory) 
         batch_job(str(config), settings=["name=sentiment-2"])
     assert "Prefect Secret block 'tablebatch-test-key'" in str(info.value)
     assert "sk-stale" not in str(info.value)
+
+
+def test_run_parameters_cannot_leave_the_project_or_change_the_api(project, tmp_path) -> None:
+    from flows.job import JobOverrides
+    from tablebatch.jobs.errors import ConfigError
+
+    config = project(
+        _classification(), {"data/reviews.csv": _csv(TRICKY, ("review_id", "text", "gold"))}
+    )
+    for overrides, settings, words in [
+        (JobOverrides(output_path="../outside.parquet"), None, "leaves the project folder"),
+        (JobOverrides(output_path="/tmp/elsewhere.parquet"), None, "leaves the project folder"),
+        (None, ["output.path=s3://bucket/x.parquet"], "leaves the project folder"),
+        (JobOverrides(input_path="/etc/passwd.csv"), None, "leaves the project folder"),
+        (None, ["api.base_url=http://example.invalid/v1"], "cannot be changed by a run's"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            batch_job(str(config), overrides=overrides, settings=settings)
+    inside = JobOverrides(output_path="data/output/elsewhere.csv")
+    batch_job(str(config), overrides=inside)
+    assert (tmp_path / "data/output/elsewhere.csv").exists()
+    assert not (tmp_path.parent / "outside.parquet").exists()

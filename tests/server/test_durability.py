@@ -20,7 +20,18 @@ from tests.helpers import make_requests, new_batch, wait_for, walk
 def server_process(db: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """``tablebatch server`` on a free port; yields the process and its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "server", "--port", "0", "--db", str(db), *args],
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "server",
+            "--port",
+            "0",
+            "--db",
+            str(db),
+            "--no-auth",
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -108,3 +119,30 @@ def test_server_command_rejects_bad_settings(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "rate_limit_rate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_server_command_requires_a_key_by_default(tmp_path: Path) -> None:
+    with server_process_auth(tmp_path / "auth.db") as (line, url):
+        key = line.split("generated key: ")[1].split()[0]
+        assert httpx.get(url + "/batches").status_code == 401
+        ok = httpx.get(url + "/batches", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+
+
+@contextmanager
+def server_process_auth(db: Path) -> Iterator[tuple[str, str]]:
+    """``tablebatch server`` with its default auth; yields its first line and URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "server", "--port", "0", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TABLEBATCH_SERVER_API_KEYS": ""},
+    )
+    try:
+        line = proc.stdout.readline()
+        yield line, line.split("listening on ")[1].split()[0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        proc.stdout.close()
