@@ -9,13 +9,16 @@ is ever one row.
 from __future__ import annotations
 
 import secrets
-from collections import Counter
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -23,11 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tablebatch.api import BatchClient, WaitTimeoutError
 from tablebatch.io import resolve
-from tablebatch.jobs.build import Plan, Template, column_texts, shard
+from tablebatch.jobs.build import Plan, Requests, Template, column_texts, shard
 from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import JobFailed
 from tablebatch.jobs.results import ModelAnswers
-from tablebatch.jobs.submit import RowResult, batch_description, batch_name
+from tablebatch.jobs.submit import batch_description, batch_name, results_table
 from tasks.build import build_task
 from tasks.finish import join_task, write_task
 from tasks.load import load_config_task, load_task
@@ -169,57 +172,68 @@ class Systemic(Exception):
     """Too many requests of an attempt failed: the job stops instead of retrying them."""
 
 
-def _check_budget(config: JobConfig, sent: list[tuple[str, bytes]], results: dict) -> None:
-    failed = [
-        r
-        for r in (results[c] for c, _ in sent)
-        if r.status == "failed" and not (r.error or "").startswith("cancelled:")
-    ]  # rows stopped by a cancel are no sign of a systemic failure
+def _check_budget(config: JobConfig, attempt: pa.Table) -> None:
+    failed_mask = pc.and_(
+        pc.equal(attempt["status"], "failed"),
+        pc.invert(pc.fill_null(pc.starts_with(attempt["error"], "cancelled:"), False)),
+    )  # rows stopped by a cancel are no sign of a systemic failure
+    failed = attempt.filter(failed_mask)
+    sent = attempt.num_rows
     budget = config.batch.error_budget
-    if not failed or len(failed) <= budget * len(sent):
+    if not failed.num_rows or failed.num_rows <= budget * sent:
         return
-    if len(failed) < 10 and len(failed) < len(sent):
+    if failed.num_rows < 10 and failed.num_rows < sent:
         return  # too few to tell a pattern from bad luck
-    error, count = Counter(r.error or "no error text" for r in failed).most_common(1)[0]
+    counts = pc.value_counts(pc.fill_null(failed["error"], "no error text")).to_pylist()
+    top = max(counts, key=lambda c: c["counts"])
     raise Systemic(
-        f"{len(failed)} of {len(sent)} requests failed ({len(failed) / len(sent):.0%}, over "
-        f"batch.error_budget {budget:.0%}); the most common error, in {count} row(s): "
-        f"{error!r}. This looks systemic, so the job stops instead of retrying row by row: "
-        "fix the cause (model name, API key, quota, prompt) and run again. Answered rows are "
-        "kept and will not be sent again."
+        f"{failed.num_rows} of {sent} requests failed ({failed.num_rows / sent:.0%}, over "
+        f"batch.error_budget {budget:.0%}); the most common error, in {top['counts']} row(s): "
+        f"{top['values']!r}. This looks systemic, so the job stops instead of retrying row by "
+        "row: fix the cause (model name, API key, quota, prompt) and run again. Answered rows "
+        "are kept and will not be sent again."
     )
+
+
+def _merge(final: pa.Table | None, attempt: pa.Table) -> pa.Table:
+    """Results so far, the newest attempt winning for the rows it holds."""
+    if final is None:
+        return attempt
+    older = final.filter(pc.invert(pc.is_in(final["custom_id"], value_set=attempt["custom_id"])))
+    return pa.concat_tables([older, attempt])
 
 
 def run_attempts(
     client: BatchClient,
     config: JobConfig,
-    items: list[tuple[str, bytes]],
+    items: Requests,
     model: str,
     stage: str,
     fingerprint: str,
     batches: list[dict[str, Any]],
-) -> tuple[dict[str, RowResult], dict[str, int]]:
-    """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``.
+    run: str = "",
+) -> pa.Table:
+    """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``;
+    returns the results (with an ``attempts`` column).
 
     Rows of a batch that was cancelled while this run waited are marked
     ``cancelled`` and not sent again (someone meant to stop them); rows of a batch
     found already cancelled are sent again: a later run sends only the rest.
-    Raises ``Systemic`` (results so far in ``.args[1:]``) past the error budget.
+    Raises ``Systemic(message, results so far)`` past the error budget.
     """
     logger = get_run_logger()
-    results: dict[str, RowResult] = {}
-    attempts: dict[str, int] = {}
+    final: pa.Table | None = None
     pending = items
     for attempt in range(1, config.batch.max_attempts + 1):
-        shards = shard(pending, config)
         chains = []
-        for index, part in enumerate(shards):
+        for index, part in enumerate(shard(pending, config)):
             name = batch_name(config, stage, fingerprint, attempt, index)
             description = batch_description(config, model, stage, attempt, len(part))
-            submitted = submit_task.submit(client, name, model, part, description)
-            ended = wait_task.submit(client, submitted, config)
-            collected = collect_task.submit(client, ended, [c for c, _ in part])
+            submitted = submit_task.submit(client, name, model, part, description, run)
+            ended = wait_task.submit(client, submitted, config, run)
+            collected = collect_task.submit(client, ended, part.ids.to_pylist(), run)
             chains.append((submitted, ended, collected))
+        tables = []
         for submitted, ended, collected in chains:
             found = submitted.result()  # an error of an early stage surfaces as itself
             batch = ended.result()
@@ -234,27 +248,36 @@ def run_attempts(
                     "requests": batch.request_count,
                 }
             )
-            stopped_now = batch.status == "cancelled" and found.status != "cancelled"
-            for custom_id, result in collected.result().items():
-                if stopped_now and result.status == "failed":
-                    result.status = "cancelled"
-                results[custom_id] = result
-                attempts[custom_id] = attempt
-        try:
-            _check_budget(config, pending, results)
-        except Systemic as exc:
-            raise Systemic(str(exc), results, attempts) from None
-        pending = [item for item in pending if results[item[0]].status == "failed"]
-        if not pending:
+            table = collected.result()
+            if batch.status == "cancelled" and found.status != "cancelled":
+                stopped = pc.and_(
+                    pc.equal(table["status"], "failed"),
+                    pc.fill_null(pc.starts_with(table["error"], "cancelled:"), False),
+                )
+                status = pc.if_else(stopped, "cancelled", table["status"])
+                table = table.set_column(table.schema.get_field_index("status"), "status", status)
+            tables.append(table)
+        if not tables:
             break
+        now = pa.concat_tables(tables)
+        now = now.append_column("attempts", pa.array([attempt] * now.num_rows, pa.int32()))
+        final = _merge(final, now)
+        try:
+            _check_budget(config, now)
+        except Systemic as exc:
+            raise Systemic(str(exc), final) from None
+        failed = now.filter(pc.equal(now["status"], "failed"))["custom_id"]
+        if not len(failed):
+            break
+        pending = pending.select(failed)
         if attempt < config.batch.max_attempts:
-            logger.info("%d row(s) failed; attempt %d sends them again", len(pending), attempt + 1)
-    return results, attempts
+            logger.info("%d row(s) failed; attempt %d sends them again", len(failed), attempt + 1)
+    if final is None:
+        final = results_table().append_column("attempts", pa.array([], pa.int32()))
+    return final
 
 
-def judge_items(
-    config: JobConfig, table: Any, answers: ModelAnswers, model_index: int
-) -> list[tuple[str, bytes]]:
+def judge_items(config: JobConfig, table: Any, answers: ModelAnswers, model_index: int) -> Requests:
     """Requests to the judge model: one per answered row, over the judge template."""
     judge = config.judge
     assert judge is not None
@@ -262,15 +285,16 @@ def judge_items(
     columns = set(template_fields(judge.template)) - {"prompt", "answer", "reference"}
     values = {c: column_texts(table, c) for c in columns}
     references = column_texts(table, config.reference_column or "")
-    items = []
+    done = answers.results.filter(pc.equal(answers.results["status"], "completed"))
+    answered = dict(zip(done["custom_id"].to_pylist(), done["answer"].to_pylist(), strict=True))
+    pairs = []
     for index, custom_id in enumerate(answers.plan.custom_ids):
-        result = answers.results.get(custom_id)
-        if result is None or result.status != "completed":
+        if custom_id not in answered:
             continue
         row = {c: values[c][index] for c in columns}
         row |= {
             "prompt": answers.plan.prompts.get(custom_id, ""),
-            "answer": result.answer or "",
+            "answer": answered[custom_id] or "",
             "reference": references[index],
         }
         messages = [{"role": "user", "content": template.render(row)}]
@@ -278,8 +302,8 @@ def judge_items(
             messages.insert(0, {"role": "system", "content": judge.system})
         body = {"model": judge.model, "messages": messages, "temperature": 0}
         judge_id = f"{custom_id}--m{model_index}"
-        items.append((judge_id, orjson.dumps({"custom_id": judge_id, "body": body})))
-    return items
+        pairs.append((judge_id, orjson.dumps({"custom_id": judge_id, "body": body})))
+    return Requests.from_pairs(pairs)
 
 
 def output_path(config: JobConfig, root: Path) -> str:
@@ -308,13 +332,15 @@ def batch_job(
 
     Returns the report, which is also written next to the output.
     """
+    started = time.perf_counter()
+    run = uuid.uuid4().hex  # the key of this run's stage timings
     config_arg = config
     path = config_file(config)
     updates = overrides.updates() if overrides is not None else None
     config, root = load_config_task(str(path), settings, updates)
     _check_parameters(config, root, updates, settings)
     logger = get_run_logger()
-    table, ids = load_task(config, root)
+    table, ids = load_task(config, root, run)
     path = output_path(config, root)
     batches: list[dict[str, Any]] = []
     per_model: list[ModelAnswers] = []
@@ -324,9 +350,9 @@ def batch_job(
         with open_client(config, root) as client:
             run_config = _local_polls(config) if config.api is None else config
             for model in config.model_names:
-                plan: Plan = build_task(config, table, ids, model, keep_prompts=judging)
+                plan: Plan = build_task(config, table, ids, model, keep_prompts=judging, run=run)
                 try:
-                    results, attempts = run_attempts(
+                    results = run_attempts(
                         client,
                         run_config,
                         plan.items,
@@ -334,17 +360,18 @@ def batch_job(
                         "answer",
                         config.fingerprint(model),
                         batches,
+                        run,
                     )
                 except Systemic as exc:
-                    stopped, results, attempts = exc.args
-                per_model.append(ModelAnswers(plan, results, attempts))
+                    stopped, results = exc.args
+                per_model.append(ModelAnswers(plan, results))
                 if stopped:
                     break
             if judging and config.judge is not None and not stopped:
                 for k, answers in enumerate(per_model):
                     items = judge_items(config, table, answers, k)
                     judge_print = config.fingerprint(config.judge.model, answers.plan.model)
-                    judged, _ = run_attempts(
+                    judged = run_attempts(
                         client,
                         run_config,
                         items,
@@ -352,12 +379,10 @@ def batch_job(
                         "judge",
                         judge_print,
                         batches,
+                        run,
                     )
-                    answers.judged = {
-                        custom_id: judged[f"{custom_id}--m{k}"]
-                        for custom_id in answers.plan.custom_ids
-                        if f"{custom_id}--m{k}" in judged
-                    }
+                    prefix = pc.utf8_slice_codeunits(judged["custom_id"], 0, -len(f"--m{k}"))
+                    answers.judged = judged.set_column(0, "custom_id", prefix)
     except WaitTimeoutError as exc:
         raise JobFailed(
             f"{config.name}: batch {exc.batch.id} ({exc.batch.name}) is still "
@@ -366,8 +391,8 @@ def batch_job(
             "requests ended. It goes on on the server; to collect it and finish the job, run "
             f"the same job again: tablebatch run {config_arg}"
         ) from None
-    output = join_task(table, config, per_model)
-    report = write_task(config, table, output, path, batches)
+    output = join_task(table, config, per_model, run)
+    report = write_task(config, table, output, path, batches, run, time.perf_counter() - started)
     logger.info("%s: wrote %d row(s) to %s", config.name, output.num_rows, path)
     if stopped:
         raise JobFailed(f"{config.name}: {stopped} The output, with the answered rows: {path}")

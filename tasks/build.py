@@ -8,14 +8,21 @@ from prefect.cache_policies import NONE
 
 from tablebatch.jobs.build import Plan, build_requests
 from tablebatch.jobs.config import JobConfig
+from tablebatch.jobs.timing import timed
 
 
 @task(name="build", cache_policy=NONE)
 def build_task(
-    config: JobConfig, table: pa.Table, ids: list[str], model: str, keep_prompts: bool = False
+    config: JobConfig,
+    table: pa.Table,
+    ids: list[str],
+    model: str,
+    keep_prompts: bool = False,
+    run: str = "",
 ) -> Plan:
     """The requests for ``model``; rows with an empty or oversized request are skipped."""
-    plan = build_requests(table, config, ids, model, keep_prompts=keep_prompts)
+    with timed(run, "build"):
+        plan = build_requests(table, config, ids, model, keep_prompts=keep_prompts)
     logger = get_run_logger()
     logger.info(
         "%s: %d request(s) for %s, %d row(s) skipped",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +15,34 @@ from prefect.cache_policies import NONE
 from tablebatch.io import write_table
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.results import ModelAnswers, build_report, join, report_markdown
+from tablebatch.jobs.timing import add, take, timed
 
 
 @task(name="join", cache_policy=NONE)
-def join_task(table: pa.Table, config: JobConfig, per_model: list[ModelAnswers]) -> pa.Table:
+def join_task(
+    table: pa.Table, config: JobConfig, per_model: list[ModelAnswers], run: str = ""
+) -> pa.Table:
     """Answers joined onto the rows: every row once per model, in input order."""
-    return join(table, config, per_model)
+    with timed(run, "join"):
+        return join(table, config, per_model)
 
 
 @task(name="write", cache_policy=NONE)
 def write_task(
-    config: JobConfig, table: pa.Table, output: pa.Table, path: str, batches: list[dict[str, Any]]
+    config: JobConfig,
+    table: pa.Table,
+    output: pa.Table,
+    path: str,
+    batches: list[dict[str, Any]],
+    run: str = "",
+    elapsed: float = 0.0,
 ) -> dict[str, Any]:
     """Write the output atomically, then the report (a JSON file and Prefect artifacts)."""
+    started = time.perf_counter()
     write_table(output, path)
     report = build_report(config, table, output, batches, path)
+    add(run, "write", time.perf_counter() - started)
+    report["timings"] = take(run, elapsed + time.perf_counter() - started)
     if "://" not in path:
         Path(path + ".report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     key = "".join(c if c.isalnum() else "-" for c in config.name.lower())

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 
 from tablebatch.api import Batch, BatchClient
 from tablebatch.crash import crash_point
+from tablebatch.jobs.build import Requests
 from tablebatch.jobs.config import JobConfig
-from tablebatch.jobs.submit import RowResult, collect, submit_shard, wait_for
+from tablebatch.jobs.submit import collect, submit_shard, wait_for
+from tablebatch.jobs.timing import timed
 
 
 @task(name="submit", cache_policy=NONE)
 def submit_task(
-    client: BatchClient, name: str, model: str, items: list[tuple[str, bytes]], description: str
+    client: BatchClient,
+    name: str,
+    model: str,
+    items: Requests,
+    description: str,
+    run: str = "",
 ) -> Batch:
     """Find or create the shard's batch, add what it lacks, and start it."""
-    batch, sent = submit_shard(client, name, model, items, description)
+    with timed(run, "submit"):
+        batch, sent = submit_shard(client, name, model, items, description)
     logger = get_run_logger()
     if sent:
         logger.info("batch %s (%s): sent %d request(s), %s", batch.id, name, sent, batch.status)
@@ -27,7 +37,7 @@ def submit_task(
 
 
 @task(name="wait", cache_policy=NONE)
-def wait_task(client: BatchClient, batch: Batch, config: JobConfig) -> Batch:
+def wait_task(client: BatchClient, batch: Batch, config: JobConfig, run: str = "") -> Batch:
     """Poll the batch until it ends, moving a progress artifact as it goes."""
     logger = get_run_logger()
     artifact = create_progress_artifact(
@@ -49,15 +59,19 @@ def wait_task(client: BatchClient, batch: Batch, config: JobConfig) -> Batch:
             current.failed_count,
         )
 
-    return wait_for(client, batch, config, on_progress=progress)
+    with timed(run, "wait"):
+        return wait_for(client, batch, config, on_progress=progress)
 
 
 @task(name="collect", cache_policy=NONE)
-def collect_task(client: BatchClient, batch: Batch, custom_ids: list[str]) -> dict[str, RowResult]:
-    """Every result of the finished batch, page by page."""
-    results = collect(client, batch, custom_ids)
-    failed = sum(1 for r in results.values() if r.status == "failed")
+def collect_task(
+    client: BatchClient, batch: Batch, custom_ids: list[str], run: str = ""
+) -> pa.Table:
+    """Every result of the finished batch, page by page, as a table."""
+    with timed(run, "collect"):
+        results = collect(client, batch, custom_ids)
+    failed = pc.sum(pc.equal(results["status"], "failed")).as_py() or 0
     get_run_logger().info(
-        "batch %s: collected %d result(s), %d failed", batch.id, len(results), failed
+        "batch %s: collected %d result(s), %d failed", batch.id, results.num_rows, failed
     )
     return results

@@ -13,13 +13,14 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tablebatch.api.client import chunk_requests
 from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import DataError
 
@@ -119,20 +120,83 @@ def check_table(table: pa.Table, config: JobConfig, source: str) -> list[str]:
     return ids
 
 
+class Requests:
+    """Encoded requests in input order, stored compactly: custom_ids and their JSON in Arrow
+    arrays rather than a million Python objects. Iterating yields ``(custom_id, bytes)``."""
+
+    def __init__(self, ids: pa.Array | pa.ChunkedArray, items: pa.Array | pa.ChunkedArray) -> None:
+        self.ids = ids if isinstance(ids, pa.ChunkedArray) else pa.chunked_array([ids])
+        self.items = items if isinstance(items, pa.ChunkedArray) else pa.chunked_array([items])
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, bytes]]) -> Requests:
+        """Requests from ``(custom_id, encoded request)`` pairs."""
+        return cls(
+            pa.array([c for c, _ in pairs], pa.string()),
+            pa.array([i for _, i in pairs], pa.binary()),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        for ids, items in zip(self.ids.chunks, self.items.chunks, strict=True):
+            yield from zip(ids.to_pylist(), items.to_pylist(), strict=True)
+
+    def __getitem__(self, index: int) -> tuple[str, bytes]:
+        return self.ids[index].as_py(), self.items[index].as_py()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all encoded requests."""
+        return int(pc.sum(pc.binary_length(self.items)).as_py() or 0)
+
+    def select(self, custom_ids: pa.Array | pa.ChunkedArray | list[str]) -> Requests:
+        """The requests of these custom_ids, still in input order."""
+        mask = pc.is_in(self.ids, value_set=pa.array(custom_ids, pa.string()))
+        return Requests(self.ids.filter(mask), self.items.filter(mask))
+
+    def shards(self, max_count: int, max_bytes: int) -> list[Requests]:
+        """Runs of at most ``max_count`` requests and ``max_bytes`` bytes (the call's JSON)."""
+        if not len(self):
+            return []
+        sizes = pc.binary_length(self.items).to_numpy(zero_copy_only=False).astype("int64") + 1
+        if int(sizes.max()) + 16 > max_bytes:
+            index = int(sizes.argmax())
+            raise ValueError(
+                f"request {self.ids[index].as_py()!r} has {int(sizes[index]) - 1} bytes, more "
+                f"than a batch may hold ({max_bytes}); shorten its prompt or raise max_bytes."
+            )
+        out, start, total = [], 0, 16
+        for i, size in enumerate(sizes.tolist()):
+            if i > start and (i - start >= max_count or total + size > max_bytes):
+                out.append(self._slice(start, i))
+                start, total = i, 16
+            total += size
+        out.append(self._slice(start, len(sizes)))
+        return out
+
+    def _slice(self, start: int, stop: int) -> Requests:
+        return Requests(self.ids.slice(start, stop - start), self.items.slice(start, stop - start))
+
+
 @dataclass
 class Plan:
     """The requests of a job for one model, in input order, and the rows left out."""
 
     model: str
     custom_ids: list[str]
-    items: list[tuple[str, bytes]]  # (custom_id, encoded request) of the rows to send
+    items: Requests
     skipped: dict[str, str] = field(default_factory=dict)  # custom_id -> why
     prompts: dict[str, str] = field(default_factory=dict)  # custom_id -> the user message
 
     @property
     def request_bytes(self) -> int:
         """Bytes of all encoded requests."""
-        return sum(len(item) for _, item in self.items)
+        return self.items.nbytes
+
+
+BUILD_CHUNK = 50_000  # rows rendered at a time: bounds the Python objects alive at once
 
 
 def build_requests(
@@ -142,41 +206,60 @@ def build_requests(
     template = Template(config.prompt.template)
     system = Template(config.prompt.system) if config.prompt.system else None
     columns = list(dict.fromkeys(template.fields + (system.fields if system else [])))
-    values = {c: column_texts(table, c) for c in columns}
     limit = config.batch.max_request_bytes
-    plan = Plan(model, [custom_id_for(i) for i in ids], [])
-    for index, custom_id in enumerate(plan.custom_ids):
-        row = {c: values[c][index] for c in columns}
-        user = template.render(row)
-        if keep_prompts:
-            plan.prompts[custom_id] = user
-        if all(not row[c].strip() for c in template.fields) and template.fields:
-            plan.skipped[custom_id] = (
-                f"the prompt is empty: {', '.join(template.fields)} "
-                f"{'is' if len(template.fields) == 1 else 'are'} empty in this row"
+    custom_ids = [custom_id_for(i) for i in ids]
+    skipped: dict[str, str] = {}
+    prompts: dict[str, str] = {}
+    id_chunks: list[pa.Array] = []
+    item_chunks: list[pa.Array] = []
+    params = orjson.dumps(config.params)[1:-1]
+    for start in range(0, table.num_rows, BUILD_CHUNK):
+        part = table.slice(start, BUILD_CHUNK)
+        values = {c: column_texts(part, c) for c in columns}
+        sent_ids: list[str] = []
+        sent: list[bytes] = []
+        for offset in range(part.num_rows):
+            custom_id = custom_ids[start + offset]
+            row = {c: values[c][offset] for c in columns}
+            user = template.render(row)
+            if keep_prompts:
+                prompts[custom_id] = user
+            if template.fields and all(not row[c].strip() for c in template.fields):
+                skipped[custom_id] = (
+                    f"the prompt is empty: {', '.join(template.fields)} "
+                    f"{'is' if len(template.fields) == 1 else 'are'} empty in this row"
+                )
+                continue
+            messages = [{"role": "user", "content": user}]
+            if system is not None:
+                messages.insert(0, {"role": "system", "content": system.render(row)})
+            item = orjson.dumps(
+                {"custom_id": custom_id, "body": {"model": model, "messages": messages}}
             )
-            continue
-        messages = [{"role": "user", "content": user}]
-        if system is not None:
-            messages.insert(0, {"role": "system", "content": system.render(row)})
-        body = {"model": model, "messages": messages, **config.params}
-        item = orjson.dumps({"custom_id": custom_id, "body": body})
-        if len(item) > limit:
-            plan.skipped[custom_id] = (
-                f"the request has {len(item)} bytes, over batch.max_request_bytes ({limit}); "
-                "shorten the row's text or raise the limit"
-            )
-            continue
-        plan.items.append((custom_id, item))
-    return plan
+            if params:  # the body's other parameters, spliced in without a second encoding
+                item = item[:-2] + b"," + params + b"}}"
+            if len(item) > limit:
+                skipped[custom_id] = (
+                    f"the request has {len(item)} bytes, over batch.max_request_bytes "
+                    f"({limit}); shorten the row's text or raise the limit"
+                )
+                continue
+            sent_ids.append(custom_id)
+            sent.append(item)
+        id_chunks.append(pa.array(sent_ids, pa.string()))
+        item_chunks.append(pa.array(sent, pa.binary()))
+    items = Requests(
+        pa.chunked_array(id_chunks, pa.string()), pa.chunked_array(item_chunks, pa.binary())
+    )
+    return Plan(model, custom_ids, items, skipped, prompts)
 
 
-def shard(items: list[tuple[str, bytes]], config: JobConfig) -> list[list[tuple[str, bytes]]]:
+def shard(items: Requests, config: JobConfig) -> list[Requests]:
     """Split requests into batches by count and by bytes (``batch.max_requests/max_bytes``)."""
-    return list(chunk_requests(items, config.batch.max_requests, config.batch.max_bytes))
+    return items.shards(config.batch.max_requests, config.batch.max_bytes)
 
 
-def estimate_tokens(items: list[tuple[str, bytes]]) -> int:
+def estimate_tokens(items: Requests) -> int:
     """Prompt tokens, roughly: a token per four characters of the messages."""
     total = 0
     for _, item in items:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tablebatch.jobs.build import Plan, column_texts
 from tablebatch.jobs.config import OUTPUT_COLUMNS, JobConfig
@@ -24,7 +25,7 @@ from tablebatch.jobs.metrics import (
     rouge,
 )
 from tablebatch.jobs.scoring import judge_verdict, normalize_label, score_answer
-from tablebatch.jobs.submit import RowResult
+from tablebatch.jobs.submit import RESULT_SCHEMA
 
 KIND_COLUMNS = {
     "classification": ("label",),
@@ -35,12 +36,12 @@ KIND_COLUMNS = {
 
 @dataclass
 class ModelAnswers:
-    """The final result of every row for one model, after all attempts."""
+    """The final result of every row for one model, after all attempts (Arrow tables with
+    the columns of ``RESULT_SCHEMA`` plus ``attempts``; ``judged`` for a judge's verdicts)."""
 
     plan: Plan
-    results: dict[str, RowResult]
-    attempts: dict[str, int]
-    judged: dict[str, RowResult] = field(default_factory=dict)
+    results: pa.Table
+    judged: pa.Table | None = None
 
 
 def _input_columns(table: pa.Table, config: JobConfig) -> pa.Table:
@@ -50,43 +51,76 @@ def _input_columns(table: pa.Table, config: JobConfig) -> pa.Table:
     return table.rename_columns(names)
 
 
-def _answer_columns(answers: ModelAnswers) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {name: [] for name in OUTPUT_COLUMNS}
-    for custom_id in answers.plan.custom_ids:
-        reason = answers.plan.skipped.get(custom_id)
-        result = answers.results.get(custom_id)
-        if reason is not None:
-            row = (None, "skipped", reason, None, 0, 0, 0)
-        elif result is None:
-            row = (None, "failed", "no result was collected for this row", None, 0, 0, 0)
+def _answer_columns(answers: ModelAnswers) -> pa.Table:
+    """The answer columns, one row per input row in input order (an Arrow hash join)."""
+    plan = answers.plan
+    rows = len(plan.custom_ids)
+    keys = pa.table(
+        {
+            "custom_id": pa.array(plan.custom_ids, pa.string()),
+            "_row": pa.array(range(rows), pa.int64()),
+        }
+    )
+    results = answers.results.select([*RESULT_SCHEMA.names, "attempts"])
+    if plan.skipped:
+        n = len(plan.skipped)
+        skipped = pa.table(
+            {
+                "custom_id": list(plan.skipped),
+                "status": ["skipped"] * n,
+                "answer": pa.nulls(n, pa.string()),
+                "error": list(plan.skipped.values()),
+                "batch_id": pa.nulls(n, pa.string()),
+                "prompt_tokens": pa.array([0] * n, pa.int64()),
+                "completion_tokens": pa.array([0] * n, pa.int64()),
+                "attempts": pa.array([0] * n, pa.int32()),
+            }
+        )
+        results = pa.concat_tables([results, skipped.cast(results.schema)])
+    joined = keys.join(results, "custom_id", join_type="left outer").sort_by("_row")
+    lost = pc.is_null(joined["status"])
+    columns = {
+        "answer": joined["answer"],
+        "status": pc.if_else(lost, "failed", joined["status"]),
+        "error": pc.if_else(lost, "no result was collected for this row", joined["error"]),
+        "batch_id": joined["batch_id"],
+        "attempts": pc.fill_null(joined["attempts"], 0).cast(pa.int32()),
+        "prompt_tokens": pc.fill_null(joined["prompt_tokens"], 0),
+        "completion_tokens": pc.fill_null(joined["completion_tokens"], 0),
+    }
+    return pa.table(columns)
+
+
+def _labels(answers: pa.ChunkedArray, done: list[bool], config: JobConfig) -> list[str | None]:
+    """``label``: the answer normalised to one of the labels, or the invalid label.
+
+    Answers that are a label up to case and surrounding punctuation are matched in
+    Arrow; only the others go through ``normalize_label`` in Python."""
+    labels = config.labels or []
+    plain = pc.utf8_lower(pc.utf8_trim(answers, characters=" \t\r\n.!?\"'*`"))
+    found = pc.index_in(plain, value_set=pa.array([label.lower() for label in labels]))
+    fast = pc.take(pa.array(labels, pa.string()), found).to_pylist()
+    texts: list[str | None] | None = None
+    out: list[str | None] = []
+    for i, (label, ok) in enumerate(zip(fast, done, strict=True)):
+        if not ok:
+            out.append(None)
+        elif label is not None:
+            out.append(label)
         else:
-            row = (
-                result.answer,
-                result.status,
-                result.error,
-                result.batch_id,
-                answers.attempts.get(custom_id, 1),
-                result.prompt_tokens,
-                result.completion_tokens,
-            )
-        for name, value in zip(OUTPUT_COLUMNS, row, strict=True):
-            columns[name].append(value)
-    return columns
+            if texts is None:
+                texts = answers.to_pylist()
+            out.append(normalize_label(texts[i], labels) or config.invalid_label)
+    return out
 
 
 def _kind_columns(
-    table: pa.Table, config: JobConfig, answers: ModelAnswers, base: dict[str, list[Any]]
+    table: pa.Table, config: JobConfig, answers: ModelAnswers, base: pa.Table
 ) -> dict[str, list[Any]]:
-    texts = base["answer"]
-    done = [s == "completed" for s in base["status"]]
+    done = [s == "completed" for s in base["status"].to_pylist()]
     if config.kind == "classification":
-        labels = config.labels or []
-        return {
-            "label": [
-                (normalize_label(t, labels) or config.invalid_label) if ok else None
-                for t, ok in zip(texts, done, strict=True)
-            ]
-        }
+        return {"label": _labels(base["answer"], done, config)}
+    texts = base["answer"].to_pylist()
     if config.kind == "summarization":
         summaries = [
             t.strip() if ok and t is not None else None for t, ok in zip(texts, done, strict=True)
@@ -103,10 +137,11 @@ def _kind_columns(
         return out
     refs = column_texts(table, config.reference_column or "")
     if config.scoring == "judge" and config.judge is not None:
-        judged = [answers.judged.get(c) for c in answers.plan.custom_ids]
-        judge_texts = [
-            j.answer if j is not None and j.status == "completed" else None for j in judged
-        ]
+        verdicts: dict[str, str | None] = {}
+        if answers.judged is not None:
+            for row in answers.judged.select(["custom_id", "status", "answer"]).to_pylist():
+                verdicts[row["custom_id"]] = row["answer"] if row["status"] == "completed" else None
+        judge_texts = [verdicts.get(c) for c in answers.plan.custom_ids]
         scores = [
             judge_verdict(j, config.judge.pass_labels, config.judge.fail_labels) if ok else None
             for j, ok in zip(judge_texts, done, strict=True)
@@ -151,7 +186,9 @@ def join(table: pa.Table, config: JobConfig, per_model: Sequence[ModelAnswers]) 
         base = _answer_columns(answers)
         extra = _kind_columns(table, config, answers, base)
         part = inputs
-        for name, values in {**base, **extra}.items():
+        for name in base.column_names:
+            part = part.append_column(name, base[name].cast(_TYPES[name]))
+        for name, values in extra.items():
             part = part.append_column(name, pa.array(values, type=_TYPES[name]))
         parts.append(part)
     if len(parts) == 1:

@@ -8,26 +8,33 @@ hold yet. The API is the source of truth.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from tablebatch.api import Batch, BatchClient, BatchResult, ConflictError
+from tablebatch.api import Batch, BatchClient, ConflictError
 from tablebatch.crash import crash_point
 from tablebatch.jobs.config import JobConfig
 
+RESULT_SCHEMA = pa.schema(
+    [
+        ("custom_id", pa.string()),
+        ("status", pa.string()),
+        ("answer", pa.string()),
+        ("error", pa.string()),
+        ("batch_id", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+    ]
+)
 
-@dataclass
-class RowResult:
-    """What became of one request: an answer, or an error."""
 
-    status: str  # completed | failed
-    answer: str | None
-    error: str | None
-    batch_id: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str | None = None
+def results_table(rows: dict[str, list[Any]] | None = None) -> pa.Table:
+    """Row results as an Arrow table (columns of ``RESULT_SCHEMA``)."""
+    rows = rows or {name: [] for name in RESULT_SCHEMA.names}
+    return pa.table(rows, schema=RESULT_SCHEMA)
 
 
 def batch_name(config: JobConfig, stage: str, fingerprint: str, attempt: int, shard: int) -> str:
@@ -102,33 +109,51 @@ def wait_for(
     )
 
 
-def _row_result(result: BatchResult, batch_id: str) -> RowResult:
-    if result.status == "completed" and result.response is not None:
-        usage = result.response.usage
-        choice = result.response.choices[0] if result.response.choices else None
-        content = choice.message.content if choice is not None else None
-        return RowResult(
-            "completed" if content is not None else "failed",
-            content,
-            None if content is not None else "the response has no message content",
-            batch_id,
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
-            choice.finish_reason if choice is not None else None,
+def _read(result: dict[str, Any], batch_id: str, out: dict[str, list[Any]]) -> None:
+    """Append one raw result to the columns of ``out``."""
+    answer = error = None
+    prompt = completion = 0
+    response = result.get("response")
+    if result.get("status") == "completed" and isinstance(response, dict):
+        try:
+            answer = response["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            answer = None
+        usage = response.get("usage") or {}
+        prompt = usage.get("prompt_tokens") or 0
+        completion = usage.get("completion_tokens") or 0
+        if not isinstance(answer, str):
+            answer, error = None, "the response has no message content"
+    else:
+        raw = result.get("error")
+        error = (
+            f"{raw.get('type')}: {raw.get('message')}"
+            if isinstance(raw, dict)
+            else "the request failed with no error"
         )
-    error = result.error
-    text = f"{error.type}: {error.message}" if error else "the request failed with no error"
-    return RowResult("failed", None, text, batch_id)
+    out["custom_id"].append(result.get("custom_id"))
+    out["status"].append("completed" if answer is not None else "failed")
+    out["answer"].append(answer)
+    out["error"].append(error)
+    out["batch_id"].append(batch_id)
+    out["prompt_tokens"].append(prompt if isinstance(prompt, int) else 0)
+    out["completion_tokens"].append(completion if isinstance(completion, int) else 0)
 
 
-def collect(client: BatchClient, batch: Batch, custom_ids: list[str]) -> dict[str, RowResult]:
-    """Every result of a finished batch; requests with none get the batch's reason."""
-    results: dict[str, RowResult] = {}
-    for result in client.iter_results(batch.id, page_size=1000):
-        results[result.custom_id] = _row_result(result, batch.id)
-        if len(results) == 1000:
+def collect(client: BatchClient, batch: Batch, custom_ids: list[str]) -> pa.Table:
+    """Every result of a finished batch, as a table; requests with none get the batch's reason."""
+    out: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
+    read = 0
+    for page in client.iter_result_pages(batch.id, page_size=1000):
+        for result in page:
+            _read(result, batch.id, out)
+        read += len(page)
+        if read >= 1000:
             crash_point("collecting")
-    if len(results) < len(custom_ids):
+    wanted = set(custom_ids)
+    seen = set(out["custom_id"])
+    missing = [c for c in custom_ids if c not in seen]
+    if missing:
         if batch.status == "cancelled":
             reason = f"cancelled: batch {batch.id} was cancelled before this row was answered"
         elif batch.status == "failed":
@@ -136,7 +161,14 @@ def collect(client: BatchClient, batch: Batch, custom_ids: list[str]) -> dict[st
             reason = f"batch_failed: batch {batch.id} failed: {why}"
         else:
             reason = f"missing: batch {batch.id} ({batch.status}) returned no result for this row"
-        for custom_id in custom_ids:
-            if custom_id not in results:
-                results[custom_id] = RowResult("failed", None, reason, batch.id)
-    return {c: results[c] for c in custom_ids if c in results}
+        for custom_id in missing:
+            for name, value in zip(
+                RESULT_SCHEMA.names,
+                (custom_id, "failed", None, reason, batch.id, 0, 0),
+                strict=True,
+            ):
+                out[name].append(value)
+    table = results_table(out)
+    if len(seen - wanted):  # results for requests this shard did not send: not ours to keep
+        table = table.filter(pc.is_in(table["custom_id"], value_set=pa.array(custom_ids)))
+    return table

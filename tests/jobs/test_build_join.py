@@ -8,11 +8,11 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from tablebatch.jobs.build import build_requests, check_table, custom_id_for, shard
+from tablebatch.jobs.build import Requests, build_requests, check_table, custom_id_for, shard
 from tablebatch.jobs.config import parse_config
 from tablebatch.jobs.errors import DataError
 from tablebatch.jobs.results import ModelAnswers, join
-from tablebatch.jobs.submit import RowResult
+from tablebatch.jobs.submit import RESULT_SCHEMA, results_table
 
 
 def _config(**changes: object):
@@ -113,13 +113,15 @@ def test_join_does_not_depend_on_the_order_results_come_in() -> None:
     table = _table(50)
     ids = check_table(table, config, "x")
     plan = build_requests(table, config, ids, "m")
-    answers = {
-        c: RowResult("completed", "Positive." if i % 3 else "neg?", None, "batch_1", 10, 1)
+    rows = [
+        (c, "completed", "Positive." if i % 3 else "neg?", None, "batch_1", 10, 1)
         for i, c in enumerate(plan.custom_ids)
-    }
-    shuffled = list(answers.items())
-    random.Random(5).shuffle(shuffled)
-    out = join(table, config, [ModelAnswers(plan, dict(shuffled), dict.fromkeys(answers, 1))])
+    ]
+    random.Random(5).shuffle(rows)
+    columns = dict(zip(RESULT_SCHEMA.names, zip(*rows, strict=True), strict=True))
+    results = results_table({k: list(v) for k, v in columns.items()})
+    results = results.append_column("attempts", pa.array([1] * 50, pa.int32()))
+    out = join(table, config, [ModelAnswers(plan, results)])
     assert out.column("id").to_pylist() == ids
     assert out.column_names == [
         "id",
@@ -138,3 +140,37 @@ def test_join_does_not_depend_on_the_order_results_come_in() -> None:
     labels = out.column("label").to_pylist()
     assert labels == ["INVALID" if i % 3 == 0 else "positive" for i in range(50)]
     assert out.column("text").to_pylist() == table.column("text").to_pylist()
+
+
+def test_rows_without_results_are_failed_and_skipped_rows_say_why() -> None:
+    config = _config()
+    table = pa.table({"id": ["a", "b", "c"], "product": ["p"] * 3, "text": ["good", None, "bad"]})
+    plan = build_requests(table, config, check_table(table, config, "x"), "m")
+    results = results_table(
+        {
+            "custom_id": ["id-a"],
+            "status": ["completed"],
+            "answer": ["positive"],
+            "error": [None],
+            "batch_id": ["b1"],
+            "prompt_tokens": [5],
+            "completion_tokens": [1],
+        }
+    ).append_column("attempts", pa.array([2], pa.int32()))
+    out = join(table, config, [ModelAnswers(plan, results)])
+    assert out.column("status").to_pylist() == ["completed", "skipped", "failed"]
+    assert out.column("attempts").to_pylist() == [2, 0, 0]
+    assert "no result was collected" in out.column("error")[2].as_py()
+    assert out.column("label").to_pylist() == ["positive", None, None]
+
+
+def test_requests_select_and_shard_in_input_order() -> None:
+    pairs = [(f"c{i}", b'{"custom_id":"c%d","body":{}}' % i) for i in range(10)]
+    requests = Requests.from_pairs(pairs)
+    assert list(requests) == pairs and requests[3] == pairs[3]
+    assert [c for c, _ in requests.select(["c7", "c2", "c9"])] == ["c2", "c7", "c9"]
+    size = len(pairs[0][1]) + 1
+    assert [len(s) for s in requests.shards(4, 10**6)] == [4, 4, 2]
+    assert [len(s) for s in requests.shards(100, 16 + 3 * size)] == [3, 3, 3, 1]
+    with pytest.raises(ValueError, match="more than a batch may hold"):
+        requests.shards(100, 20)
