@@ -231,7 +231,8 @@ def run_attempts(
             description = batch_description(config, model, stage, attempt, len(part))
             submitted = submit_task.submit(client, name, model, part, description, run)
             ended = wait_task.submit(client, submitted, config, run)
-            collected = collect_task.submit(client, ended, part.ids.to_pylist(), run)
+            # an Arrow array, not a list: Prefect walks list parameters item by item
+            collected = collect_task.submit(client, ended, part.ids, run)
             chains.append((submitted, ended, collected))
         tables = []
         for submitted, ended, collected in chains:

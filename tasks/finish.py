@@ -41,7 +41,7 @@ def write_task(
     started = time.perf_counter()
     write_table(output, path)
     report = build_report(config, table, output, batches, path)
-    add(run, "write", time.perf_counter() - started)
+    add(run, "write", started, time.perf_counter())
     report["timings"] = take(run, elapsed + time.perf_counter() - started)
     if "://" not in path:
         Path(path + ".report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

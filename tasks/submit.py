@@ -65,11 +65,11 @@ def wait_task(client: BatchClient, batch: Batch, config: JobConfig, run: str = "
 
 @task(name="collect", cache_policy=NONE)
 def collect_task(
-    client: BatchClient, batch: Batch, custom_ids: list[str], run: str = ""
+    client: BatchClient, batch: Batch, custom_ids: pa.ChunkedArray, run: str = ""
 ) -> pa.Table:
     """Every result of the finished batch, page by page, as a table."""
     with timed(run, "collect"):
-        results = collect(client, batch, custom_ids)
+        results = collect(client, batch, custom_ids.to_pylist())
     failed = pc.sum(pc.equal(results["status"], "failed")).as_py() or 0
     get_run_logger().info(
         "batch %s: collected %d result(s), %d failed", batch.id, results.num_rows, failed

@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tablebatch.api import Batch, BatchClient, ConflictError
+from tablebatch.api import Batch, BatchClient, ConflictError, UnprocessableEntityError
 from tablebatch.crash import crash_point
 from tablebatch.jobs.config import JobConfig
 
@@ -140,11 +140,24 @@ def _read(result: dict[str, Any], batch_id: str, out: dict[str, list[Any]]) -> N
     out["completion_tokens"].append(completion if isinstance(completion, int) else 0)
 
 
+def _pages(client: BatchClient, batch_id: str) -> Any:
+    """Result pages as large as the server allows (10,000, else its own maximum)."""
+    try:
+        first = True
+        for page in client.iter_result_pages(batch_id, page_size=10_000):
+            first = False
+            yield page
+    except UnprocessableEntityError:
+        if not first:
+            raise
+        yield from client.iter_result_pages(batch_id, page_size=1000)
+
+
 def collect(client: BatchClient, batch: Batch, custom_ids: list[str]) -> pa.Table:
     """Every result of a finished batch, as a table; requests with none get the batch's reason."""
     out: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
     read = 0
-    for page in client.iter_result_pages(batch.id, page_size=1000):
+    for page in _pages(client, batch.id):
         for result in page:
             _read(result, batch.id, out)
         read += len(page)

@@ -1,43 +1,79 @@
-"""Seconds spent per stage of a run, summed over the tasks of each stage.
+"""Seconds spent per stage of a run, and the run's client time.
 
-Tasks run in threads of one process; each adds its own time under the run's
-token, and the flow takes the totals for the report (``timings``). ``client`` is
-everything but waiting for the server: what tablebatch itself costs.
+Tasks run in threads of one process and overlap; each records its interval under
+the run's token. ``take`` sums each stage's task time and works out ``client``:
+the wall time of the run less the spans in which it only waited for the server
+(a wait task running and no other stage), which is what tablebatch itself costs.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
-_runs: dict[str, Counter[str]] = {}
+_runs: dict[str, list[tuple[str, float, float]]] = {}
 
 
-def add(run: str, stage: str, seconds: float) -> None:
-    """Count ``seconds`` for ``stage`` of ``run``."""
+def add(run: str, stage: str, start: float, end: float) -> None:
+    """Record that ``stage`` of ``run`` ran from ``start`` to ``end`` (perf_counter)."""
     with _lock:
-        _runs.setdefault(run, Counter())[stage] += seconds
+        _runs.setdefault(run, []).append((stage, start, end))
 
 
 @contextmanager
 def timed(run: str, stage: str) -> Iterator[None]:
-    """Count the time spent in the block for ``stage`` of ``run``."""
+    """Record the block as time spent in ``stage`` of ``run``."""
     start = time.perf_counter()
     try:
         yield
     finally:
-        add(run, stage, time.perf_counter() - start)
+        add(run, stage, start, time.perf_counter())
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _length(spans: list[tuple[float, float]]) -> float:
+    return sum(end - start for start, end in spans)
+
+
+def _minus(spans: list[tuple[float, float]], holes: list[tuple[float, float]]) -> float:
+    """Length of ``spans`` outside ``holes`` (both merged)."""
+    total = 0.0
+    for start, end in spans:
+        cut = start
+        for h_start, h_end in holes:
+            if h_end <= cut or h_start >= end:
+                continue
+            total += max(0.0, h_start - cut)
+            cut = max(cut, h_end)
+        total += max(0.0, end - cut)
+    return total
 
 
 def take(run: str, total: float) -> dict[str, float]:
-    """The stages of ``run`` (forgotten here), its wall time, and its client time."""
+    """Each stage's task seconds, the run's wall time (``total``) and ``client`` time;
+    the run's records are forgotten."""
     with _lock:
-        stages = dict(_runs.pop(run, Counter()))
-    out = {stage: round(seconds, 3) for stage, seconds in stages.items()}
-    out["client"] = round(sum(v for k, v in stages.items() if k != "wait"), 3)
+        records = _runs.pop(run, [])
+    out: dict[str, float] = {}
+    for stage, start, end in records:
+        out[stage] = out.get(stage, 0.0) + end - start
+    waits = _union([(s, e) for stage, s, e in records if stage == "wait"])
+    work = _union([(s, e) for stage, s, e in records if stage != "wait"])
+    only_waiting = _minus(waits, work)
+    out = {stage: round(seconds, 3) for stage, seconds in out.items()}
+    out["waiting_only"] = round(only_waiting, 3)
+    out["client"] = round(max(0.0, total - only_waiting), 3)
     out["total"] = round(total, 3)
     return out
