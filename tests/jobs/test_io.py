@@ -1,0 +1,37 @@
+"""Reading and writing tables: globs, fsspec URLs, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pytest
+
+from tablebatch.io import read_table, write_table
+from tablebatch.jobs.errors import DataError
+
+
+def test_a_glob_of_csv_files_is_one_table(tmp_path: Path) -> None:
+    (tmp_path / "part-1.csv").write_text("id,text\n007,a\n")
+    (tmp_path / "part-2.csv").write_text("id,text\n008,b\n")
+    table = read_table(str(tmp_path / "part-*.csv"), string_columns=["id"])
+    assert table.column("id").to_pylist() == ["007", "008"]  # ids stay text
+
+
+def test_an_fsspec_url() -> None:
+    with fsspec.open("memory://tablebatch-test/rows.csv", "wb") as handle:
+        handle.write(b"id,text\nx1,hello\n")
+    table = read_table("memory://tablebatch-test/rows.csv", string_columns=["id"])
+    assert table.to_pylist() == [{"id": "x1", "text": "hello"}]
+    write_table(table, "memory://tablebatch-test/out.parquet")
+    assert read_table("memory://tablebatch-test/out.parquet").num_rows == 1
+    with pytest.raises(DataError, match="no such file"):
+        read_table("memory://tablebatch-test/missing.csv")
+
+
+def test_writes_are_atomic_and_leave_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "t.csv"
+    write_table(pa.table({"a": [1, 2]}), str(path))
+    assert path.read_text().splitlines() == ['"a"', "1", "2"]
+    assert [p.name for p in path.parent.iterdir()] == ["t.csv"]
