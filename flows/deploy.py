@@ -36,6 +36,17 @@ class DeploymentSpec:
     concurrency_limit: int | None = None
     work_pool: str = DEFAULT_POOL
 
+    def options(self) -> dict[str, Any]:
+        """What ``deploy`` and ``serve`` both pass to Prefect for this deployment."""
+        return {
+            "name": self.name,
+            "parameters": self.parameters,
+            "schedules": self.prefect_schedules(),
+            "concurrency_limit": self.concurrency_limit,
+            "description": self.description,
+            "tags": self.tags,
+        }
+
     def prefect_schedules(self) -> list[Any]:
         """The schedules as Prefect objects (cron with a time zone, or an interval)."""
         from prefect.schedules import Cron, Interval
@@ -117,13 +128,8 @@ def deploy(root: Path, specs: list[DeploymentSpec]) -> list[str]:
     for spec in specs:
         ensure_pool(spec.work_pool)
         source.deploy(
-            name=spec.name,
+            **spec.options(),
             work_pool_name=spec.work_pool,
-            parameters=spec.parameters,
-            schedules=spec.prefect_schedules(),
-            concurrency_limit=spec.concurrency_limit,
-            description=spec.description,
-            tags=spec.tags,
             job_variables={"working_dir": str(root)},
             build=False,
             push=False,
@@ -139,16 +145,4 @@ def serve(specs: list[DeploymentSpec]) -> None:
 
     from flows.job import batch_job
 
-    prefect_serve(
-        *[
-            batch_job.to_deployment(
-                name=spec.name,
-                parameters=spec.parameters,
-                schedules=spec.prefect_schedules(),
-                concurrency_limit=spec.concurrency_limit,
-                description=spec.description,
-                tags=spec.tags,
-            )
-            for spec in specs
-        ]
-    )
+    prefect_serve(*[batch_job.to_deployment(**spec.options()) for spec in specs])
