@@ -205,13 +205,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_sendable(config: Any, table: Any, ids: list[str]) -> None:
+def _check_sendable(config: Any, table: Any, ids: Any) -> None:
     """Before Prefect starts: something to send, and a key to send it with."""
-    from tablebatch.jobs.build import build_requests
+    from tablebatch.jobs.build import plan_requests
     from tablebatch.jobs.errors import ConfigError, DataError
 
-    plan = build_requests(table, config, ids, config.model_names[0])
-    if not plan.items:
+    plan = plan_requests(table, config, ids, config.model_names[0])
+    sendable = False
+    for start in range(0, len(plan.rows), 1000):  # until a row renders within the limits
+        requests, skipped = plan.rows.slice(start, 1000).render()
+        plan.skipped.update(skipped)
+        if len(requests):
+            sendable = True
+            break
+    if not sendable:
         reasons = sorted(set(plan.skipped.values()))
         raise DataError(
             f"{config.name}: no request to send: all {len(plan.skipped)} row(s) were skipped "

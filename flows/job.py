@@ -11,9 +11,11 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
@@ -21,21 +23,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from tablebatch.api import BatchClient, WaitTimeoutError
 from tablebatch.io import resolve
-from tablebatch.jobs.build import Plan, Requests, Template, column_texts, shard
+from tablebatch.jobs.build import Plan, Renderer, Requests, Template, column_texts
 from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import JobFailed
 from tablebatch.jobs.results import ModelAnswers
-from tablebatch.jobs.submit import batch_description, batch_name, results_table
+from tablebatch.jobs.submit import (
+    Progress,
+    Sendable,
+    ShardOutcome,
+    batch_name,
+    batch_prefix,
+    existing_batches,
+    results_table,
+)
 from tasks.build import build_task
 from tasks.finish import join_task, write_task
 from tasks.load import load_config_task, load_task
-from tasks.submit import collect_task, submit_task, wait_task
+from tasks.submit import shard_task
 
+PROGRESS_EVERY_S = 5.0  # the attempt's progress bar and log line, at most this often
 LOCAL_POLL_S = (0.1, 1.0)  # first and longest poll interval against the local server
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 Scoring = Literal["exact", "normalized", "contains", "regex", "judge"]
@@ -203,10 +216,28 @@ def _merge(final: pa.Table | None, attempt: pa.Table) -> pa.Table:
     return pa.concat_tables([older, attempt])
 
 
+def _attempt_progress(
+    config: JobConfig, model: str, stage: str, attempt: int, total: int
+) -> Progress:
+    """One progress bar (a Prefect progress artifact) and a periodic log line for all the
+    batches of an attempt."""
+    logger = get_run_logger()
+    artifact = create_progress_artifact(
+        progress=0.0,
+        description=f"{config.name}: {stage} requests to {model}, attempt {attempt}, ended",
+    )
+
+    def report(ended: int, total: int) -> None:
+        update_progress_artifact(artifact, progress=100.0 * ended / max(total, 1))
+        logger.info("%s: %d of %d request(s) ended", config.name, ended, total)
+
+    return Progress(total, report, every_s=PROGRESS_EVERY_S)
+
+
 def run_attempts(
     client: BatchClient,
     config: JobConfig,
-    items: Requests,
+    items: Sendable,
     model: str,
     stage: str,
     fingerprint: str,
@@ -216,51 +247,40 @@ def run_attempts(
     """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``;
     returns the results (with an ``attempts`` column).
 
-    Rows of a batch that was cancelled while this run waited are marked
-    ``cancelled`` and not sent again (someone meant to stop them); rows of a batch
-    found already cancelled are sent again: a later run sends only the rest.
-    Raises ``Systemic(message, results so far)`` past the error budget.
+    Each shard is one task that renders, submits, waits for and collects its batch;
+    at most ``batch.concurrency`` run at once, so that rendered requests and polls stay
+    bounded however many rows there are. Rows of a batch that was cancelled while this
+    run waited are marked ``cancelled`` and not sent again (someone meant to stop them);
+    rows of a batch found already cancelled are sent again: a later run sends only the
+    rest. Raises ``Systemic(message, results so far)`` past the error budget.
     """
     logger = get_run_logger()
     final: pa.Table | None = None
-    pending = items
+    pending: Sendable = items
+    size = config.batch.max_requests
     for attempt in range(1, config.batch.max_attempts + 1):
-        chains = []
-        for index, part in enumerate(shard(pending, config)):
-            name = batch_name(config, stage, fingerprint, attempt, index)
-            description = batch_description(config, model, stage, attempt, len(part))
-            submitted = submit_task.submit(client, name, model, part, description, run)
-            ended = wait_task.submit(client, submitted, config, run)
-            # an Arrow array, not a list: Prefect walks list parameters item by item
-            collected = collect_task.submit(client, ended, part.ids, run)
-            chains.append((submitted, ended, collected))
-        tables = []
-        for submitted, ended, collected in chains:
-            found = submitted.result()  # an error of an early stage surfaces as itself
-            batch = ended.result()
-            batches.append(
-                {
-                    "id": batch.id,
-                    "name": batch.name,
-                    "status": batch.status,
-                    "model": model,
-                    "stage": stage,
-                    "attempt": attempt,
-                    "requests": batch.request_count,
-                }
-            )
-            table = collected.result()
-            if batch.status == "cancelled" and found.status != "cancelled":
-                stopped = pc.and_(
-                    pc.equal(table["status"], "failed"),
-                    pc.fill_null(pc.starts_with(table["error"], "cancelled:"), False),
-                )
-                status = pc.if_else(stopped, "cancelled", table["status"])
-                table = table.set_column(table.schema.get_field_index("status"), "status", status)
-            tables.append(table)
-        if not tables:
+        if not len(pending):
             break
-        now = pa.concat_tables(tables)
+        prefix = batch_prefix(config, stage, fingerprint, attempt)
+        existing = quote(MappingProxyType(existing_batches(client, prefix)))
+        progress = _attempt_progress(config, model, stage, attempt, len(pending))
+        window: deque[Any] = deque()
+        outcomes: list[ShardOutcome] = []
+        for index, start in enumerate(range(0, len(pending), size)):
+            if len(window) >= config.batch.concurrency:
+                outcomes.append(window.popleft().result())
+            name = batch_name(config, stage, fingerprint, attempt, index)
+            part = pending.slice(start, size)
+            window.append(
+                shard_task.submit(
+                    client, config, part, name, model, stage, attempt, existing, progress, run
+                )
+            )
+        while window:
+            outcomes.append(window.popleft().result())
+        for outcome in outcomes:
+            batches.extend(outcome.batches)
+        now = pa.concat_tables([o.results for o in outcomes])
         now = now.append_column("attempts", pa.array([attempt] * now.num_rows, pa.int32()))
         final = _merge(final, now)
         try:
@@ -284,17 +304,19 @@ def judge_items(config: JobConfig, table: Any, answers: ModelAnswers, model_inde
     assert judge is not None
     template = Template(judge.template)
     columns = set(template_fields(judge.template)) - {"prompt", "answer", "reference"}
-    values = {c: column_texts(table, c) for c in columns}
-    references = column_texts(table, config.reference_column or "")
+    custom_ids = answers.plan.custom_ids
     done = answers.results.filter(pc.equal(answers.results["status"], "completed"))
+    rows = pc.indices_nonzero(pc.is_in(custom_ids, value_set=done["custom_id"]))
     answered = dict(zip(done["custom_id"].to_pylist(), done["answer"].to_pylist(), strict=True))
+    judged = table.take(rows)
+    values = {c: column_texts(judged, c) for c in columns}
+    references = column_texts(judged, config.reference_column or "")
+    prompts = Renderer(config, answers.plan.model).prompts(judged)
     pairs = []
-    for index, custom_id in enumerate(answers.plan.custom_ids):
-        if custom_id not in answered:
-            continue
+    for index, custom_id in enumerate(custom_ids.take(rows).to_pylist()):
         row = {c: values[c][index] for c in columns}
         row |= {
-            "prompt": answers.plan.prompts.get(custom_id, ""),
+            "prompt": prompts[index],
             "answer": answered[custom_id] or "",
             "reference": references[index],
         }
@@ -315,7 +337,7 @@ def output_path(config: JobConfig, root: Path) -> str:
 @flow(
     name="tablebatch-job",
     flow_run_name=_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=8),
+    task_runner=ThreadPoolTaskRunner(max_workers=64),  # batch.concurrency bounds the shards
 )
 def batch_job(
     config: str,
@@ -351,12 +373,12 @@ def batch_job(
         with open_client(config, root) as client:
             run_config = _local_polls(config) if config.api is None else config
             for model in config.model_names:
-                plan: Plan = build_task(config, table, ids, model, keep_prompts=judging, run=run)
+                plan: Plan = build_task(config, table, ids, model, run=run)
                 try:
                     results = run_attempts(
                         client,
                         run_config,
-                        plan.items,
+                        plan.rows,
                         model,
                         "answer",
                         config.fingerprint(model),

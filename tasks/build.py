@@ -1,4 +1,5 @@
-"""Prefect task that renders one request per row (stage: build)."""
+"""Prefect task that plans one request per row (stage: build); rendering waits for the
+shard that sends it."""
 
 from __future__ import annotations
 
@@ -6,28 +7,24 @@ import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tablebatch.jobs.build import Plan, build_requests
+from tablebatch.jobs.build import Plan, plan_requests
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.timing import timed
 
 
 @task(name="build", cache_policy=NONE)
 def build_task(
-    config: JobConfig,
-    table: pa.Table,
-    ids: list[str],
-    model: str,
-    keep_prompts: bool = False,
-    run: str = "",
+    config: JobConfig, table: pa.Table, ids: pa.Array, model: str, run: str = ""
 ) -> Plan:
-    """The requests for ``model``; rows with an empty or oversized request are skipped."""
+    """The rows to send to ``model`` and their custom_ids; rows with an empty prompt are
+    skipped (rows whose request turns out too large are skipped when rendered)."""
     with timed(run, "build"):
-        plan = build_requests(table, config, ids, model, keep_prompts=keep_prompts)
+        plan = plan_requests(table, config, ids, model)
     logger = get_run_logger()
     logger.info(
         "%s: %d request(s) for %s, %d row(s) skipped",
         config.name,
-        len(plan.items),
+        len(plan.rows),
         model,
         len(plan.skipped),
     )

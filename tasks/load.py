@@ -26,7 +26,7 @@ def load_config_task(
 
 
 @task(name="load", cache_policy=NONE)
-def load_task(config: JobConfig, root: Path, run: str = "") -> tuple[pa.Table, list[str]]:
+def load_task(config: JobConfig, root: Path, run: str = "") -> tuple[pa.Table, pa.Array]:
     """The input table and its row ids, checked against the config before anything is sent."""
     with timed(run, "load"):
         path = resolve(config.input.path, root)

@@ -1,77 +1,63 @@
-"""Prefect tasks that talk to the Batch API (stages: submit, wait, collect), one per shard."""
+"""The Prefect task that sends one shard: render, submit, wait, collect (one task a shard,
+never one a row)."""
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 
 from tablebatch.api import Batch, BatchClient
 from tablebatch.crash import crash_point
-from tablebatch.jobs.build import Requests
 from tablebatch.jobs.config import JobConfig
-from tablebatch.jobs.submit import collect, submit_shard, wait_for
-from tablebatch.jobs.timing import timed
+from tablebatch.jobs.submit import Progress, Sendable, ShardOutcome, send_shard
 
 
-@task(name="submit", cache_policy=NONE)
-def submit_task(
+@task(name="shard", task_run_name="{name}", cache_policy=NONE)
+def shard_task(
     client: BatchClient,
+    config: JobConfig,
+    rows: Sendable,
     name: str,
     model: str,
-    items: Requests,
-    description: str,
+    stage: str,
+    attempt: int,
+    existing: dict[str, Batch] | None = None,
+    progress: Progress | None = None,
     run: str = "",
-) -> Batch:
-    """Find or create the shard's batch, add what it lacks, and start it."""
-    with timed(run, "submit"):
-        batch, sent = submit_shard(client, name, model, items, description)
+) -> ShardOutcome:
+    """Render the shard's requests, find or create its batch and send what it lacks, wait
+    for it to end and collect every result."""
     logger = get_run_logger()
-    if sent:
-        logger.info("batch %s (%s): sent %d request(s), %s", batch.id, name, sent, batch.status)
-    else:
-        logger.info("batch %s (%s): found, nothing to send, %s", batch.id, name, batch.status)
-    return batch
+    last_status: dict[str, str] = {}
 
-
-@task(name="wait", cache_policy=NONE)
-def wait_task(client: BatchClient, batch: Batch, config: JobConfig, run: str = "") -> Batch:
-    """Poll the batch until it ends, moving a progress artifact as it goes."""
-    logger = get_run_logger()
-    artifact = create_progress_artifact(
-        progress=0.0, description=f"Batch {batch.id} ({batch.name}): requests ended"
-    )
-
-    def progress(current: Batch) -> None:
-        ended = current.completed_count + current.failed_count + current.cancelled_count
-        total = max(current.request_count, 1)
-        update_progress_artifact(artifact, progress=100.0 * ended / total)
-        if current.status == "processing":
+    def on_progress(batch: Batch) -> None:
+        if progress is not None:
+            progress.update(batch)
+        if batch.status == "processing":
             crash_point("polling")
-        logger.info(
-            "batch %s: %s, %d/%d done, %d failed",
-            current.id,
-            current.status,
-            current.completed_count,
-            current.request_count,
-            current.failed_count,
-        )
+        if last_status.get(batch.id) != batch.status:  # a line per change of status, not per poll
+            last_status[batch.id] = batch.status
+            logger.info(
+                "batch %s (%s): %s, %d/%d done, %d failed",
+                batch.id,
+                batch.name,
+                batch.status,
+                batch.completed_count,
+                batch.request_count,
+                batch.failed_count,
+            )
 
-    with timed(run, "wait"):
-        return wait_for(client, batch, config, on_progress=progress)
-
-
-@task(name="collect", cache_policy=NONE)
-def collect_task(
-    client: BatchClient, batch: Batch, custom_ids: pa.ChunkedArray, run: str = ""
-) -> pa.Table:
-    """Every result of the finished batch, page by page, as a table."""
-    with timed(run, "collect"):
-        results = collect(client, batch, custom_ids.to_pylist())
-    failed = pc.sum(pc.equal(results["status"], "failed")).as_py() or 0
-    get_run_logger().info(
-        "batch %s: collected %d result(s), %d failed", batch.id, results.num_rows, failed
+    outcome = send_shard(
+        client, config, rows, name, model, stage, attempt, existing, run, on_progress
     )
-    return results
+    results = outcome.results
+    failed = pc.sum(pc.equal(results["status"], "failed")).as_py() or 0
+    logger.info(
+        "%s: %d request(s) sent now, %d result(s), %d failed",
+        name,
+        outcome.sent,
+        results.num_rows,
+        failed,
+    )
+    return outcome

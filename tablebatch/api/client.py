@@ -324,17 +324,41 @@ class BatchClient:
         after: str | None = None,
         status: BatchStatus | None = None,
         name: str | None = None,
+        name_prefix: str | None = None,
     ) -> BatchList:
-        """One page of batches, newest first (``name`` is an extension of the local server)."""
-        return self._get("/batches", BatchList, limit=limit, after=after, status=status, name=name)
+        """One page of batches, newest first (``name`` and ``name_prefix`` are extensions of
+        the local server; another server may ignore them)."""
+        return self._get(
+            "/batches",
+            BatchList,
+            limit=limit,
+            after=after,
+            status=status,
+            name=name,
+            name_prefix=name_prefix,
+        )
 
     def iter_batches(
-        self, *, status: BatchStatus | None = None, name: str | None = None, page_size: int = 100
+        self,
+        *,
+        status: BatchStatus | None = None,
+        name: str | None = None,
+        name_prefix: str | None = None,
+        page_size: int = 100,
     ) -> Iterator[Batch]:
-        """Every batch (of a status, of a name), newest first, across pages."""
-        for batch in self._paginate("/batches", BatchList, page_size, status=status, name=name):
-            if name is None or batch.name == name:  # a server may ignore the name filter
-                yield batch
+        """Every batch (of a status, of a name, whose name starts with a prefix), newest
+        first, across pages. The filters are applied here too: a server may ignore them."""
+        pages = self._paginate(
+            "/batches", BatchList, page_size, status=status, name=name, name_prefix=name_prefix
+        )
+        for batch in pages:
+            if name is not None and batch.name != name:
+                continue
+            if name_prefix is not None and not batch.name.startswith(name_prefix):
+                continue
+            if status is not None and batch.status != status:
+                continue
+            yield batch
 
     def find_batch(self, name: str) -> Batch | None:
         """The newest batch with exactly this name, or None: how a job finds its batch again."""

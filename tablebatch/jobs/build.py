@@ -12,9 +12,9 @@ import hashlib
 import math
 import re
 import string
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -64,7 +64,7 @@ def _text(value: Any) -> str:
 
 def column_texts(table: pa.Table, column: str) -> list[str]:
     """A column as text, nulls as empty strings."""
-    return [_text(v) for v in table.column(column).to_pylist()]
+    return text_values(table.column(column))
 
 
 def _missing_column(source: str, column: str, key: str, names: list[str]) -> DataError:
@@ -76,8 +76,9 @@ def _missing_column(source: str, column: str, key: str, names: list[str]) -> Dat
     )
 
 
-def check_table(table: pa.Table, config: JobConfig, source: str) -> list[str]:
-    """Check the table against the config; returns the row ids as text, in order."""
+def check_table(table: pa.Table, config: JobConfig, source: str) -> pa.Array:
+    """Check the table against the config; returns the row ids as text, in order (an Arrow
+    array: a million ids as Python strings would cost more than the check)."""
     names = table.column_names
     if table.num_rows == 0:
         raise DataError(f"{source}: the table has no rows; nothing to send.")
@@ -101,23 +102,63 @@ def check_table(table: pa.Table, config: JobConfig, source: str) -> list[str]:
     for key, column in wanted:
         if column not in names:
             raise _missing_column(source, column, key, names)
-    raw = table.column(id_column).to_pylist()
-    nulls = [i for i, v in enumerate(raw) if _text(v).strip() == ""]
-    if nulls:
-        rows = ", ".join(str(i + 1) for i in nulls[:10]) + (" …" if len(nulls) > 10 else "")
+    ids = id_texts(table.column(id_column))
+    empty = pc.indices_nonzero(
+        pc.fill_null(pc.equal(pc.utf8_trim_whitespace(ids), ""), True)
+    ).to_pylist()
+    if empty:
+        rows = ", ".join(str(i + 1) for i in empty[:10]) + (" …" if len(empty) > 10 else "")
         raise DataError(
-            f"{source}: id column {id_column!r} is empty in {len(nulls)} row(s) (data rows "
+            f"{source}: id column {id_column!r} is empty in {len(empty)} row(s) (data rows "
             f"{rows}); every row needs a unique id."
         )
-    ids = [_text(v) for v in raw]
-    repeated = [(i, n) for i, n in Counter(ids).items() if n > 1]
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).to_pylist()
     if repeated:
-        shown = ", ".join(f"{i!r} ({n}x)" for i, n in repeated[:10])
+        shown = ", ".join(f"{r['values']!r} ({r['counts']}x)" for r in repeated[:10])
         raise DataError(
             f"{source}: id column {id_column!r} repeats {len(repeated)} id(s): {shown}. Ids "
             "must be unique: answers are joined back by them."
         )
     return ids
+
+
+def _texts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A column as one string array, nulls kept: Arrow's cast for strings and integers,
+    Python's ``str`` for the rest (so that 1.0 stays "1.0" and NaN is empty, as before)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    kind = column.type
+    if pa.types.is_string(kind):
+        return column
+    if pa.types.is_large_string(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind):
+        return column.cast(pa.string())
+    if pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type):
+        return column.cast(pa.string())
+    values = column.to_pylist()
+    return pa.array([None if v is None else _text(v) for v in values], pa.string())
+
+
+def id_texts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Row ids as text (one string array): how they are named in custom_ids and errors."""
+    return pc.fill_null(_texts(column), "")
+
+
+def text_values(column: pa.ChunkedArray | pa.Array) -> list[str]:
+    """A column as Python text, nulls (and NaN) as empty strings."""
+    return pc.fill_null(_texts(column), "").to_pylist()
+
+
+def custom_ids_for(ids: pa.Array) -> pa.Array:
+    """``custom_id_for`` of every id, in Arrow: only ids that need a hash go through Python."""
+    readable = pc.match_substring_regex(ids, _READABLE_ID.pattern)
+    out = pc.binary_join_element_wise("id-", ids, "")
+    if pc.all(readable).as_py() in (True, None):
+        return out
+    odd = pc.indices_nonzero(pc.invert(readable))
+    hashed = pa.array([custom_id_for(v) for v in ids.take(odd).to_pylist()], pa.string())
+    mask = pc.invert(readable)
+    return pc.replace_with_mask(out, mask, hashed)
 
 
 class Requests:
@@ -177,64 +218,44 @@ class Requests:
         return out
 
     def _slice(self, start: int, stop: int) -> Requests:
-        return Requests(self.ids.slice(start, stop - start), self.items.slice(start, stop - start))
+        return self.slice(start, stop - start)
+
+    def slice(self, start: int, length: int) -> Requests:
+        """``length`` requests from ``start`` (no copy)."""
+        return Requests(self.ids.slice(start, length), self.items.slice(start, length))
+
+    def render(self) -> tuple[Requests, dict[str, str]]:
+        """Already rendered: the requests themselves, none left out (as ``Rows.render``)."""
+        return self, {}
 
 
-@dataclass
-class Plan:
-    """The requests of a job for one model, in input order, and the rows left out."""
+class Renderer:
+    """Turns rows into encoded chat requests for one model: the templates compiled once."""
 
-    model: str
-    custom_ids: list[str]
-    items: Requests
-    skipped: dict[str, str] = field(default_factory=dict)  # custom_id -> why
-    prompts: dict[str, str] = field(default_factory=dict)  # custom_id -> the user message
+    def __init__(self, config: JobConfig, model: str) -> None:
+        self.model = model
+        self.template = Template(config.prompt.template)
+        self.system = Template(config.prompt.system) if config.prompt.system else None
+        fields = self.template.fields + (self.system.fields if self.system else [])
+        self.columns = list(dict.fromkeys(fields))
+        self.limit = config.batch.max_request_bytes
+        self.params = orjson.dumps(config.params)[1:-1]
 
-    @property
-    def request_bytes(self) -> int:
-        """Bytes of all encoded requests."""
-        return self.items.nbytes
-
-
-BUILD_CHUNK = 50_000  # rows rendered at a time: bounds the Python objects alive at once
-
-
-def build_requests(
-    table: pa.Table, config: JobConfig, ids: list[str], model: str, keep_prompts: bool = False
-) -> Plan:
-    """One chat request per row for ``model``; empty or oversized requests are skipped."""
-    template = Template(config.prompt.template)
-    system = Template(config.prompt.system) if config.prompt.system else None
-    columns = list(dict.fromkeys(template.fields + (system.fields if system else [])))
-    limit = config.batch.max_request_bytes
-    custom_ids = [custom_id_for(i) for i in ids]
-    skipped: dict[str, str] = {}
-    prompts: dict[str, str] = {}
-    id_chunks: list[pa.Array] = []
-    item_chunks: list[pa.Array] = []
-    params = orjson.dumps(config.params)[1:-1]
-    for start in range(0, table.num_rows, BUILD_CHUNK):
-        part = table.slice(start, BUILD_CHUNK)
-        values = {c: column_texts(part, c) for c in columns}
+    def render(self, table: pa.Table, custom_ids: list[str]) -> tuple[Requests, dict[str, str]]:
+        """The requests of these rows, and the rows left out (custom_id -> why): a request
+        over ``batch.max_request_bytes`` is not sent."""
+        values = {c: text_values(table.column(c)) for c in self.columns}
+        template, system, params, limit = self.template, self.system, self.params, self.limit
+        skipped: dict[str, str] = {}
         sent_ids: list[str] = []
         sent: list[bytes] = []
-        for offset in range(part.num_rows):
-            custom_id = custom_ids[start + offset]
-            row = {c: values[c][offset] for c in columns}
-            user = template.render(row)
-            if keep_prompts:
-                prompts[custom_id] = user
-            if template.fields and all(not row[c].strip() for c in template.fields):
-                skipped[custom_id] = (
-                    f"the prompt is empty: {', '.join(template.fields)} "
-                    f"{'is' if len(template.fields) == 1 else 'are'} empty in this row"
-                )
-                continue
-            messages = [{"role": "user", "content": user}]
+        for offset, custom_id in enumerate(custom_ids):
+            row = {c: values[c][offset] for c in self.columns}
+            messages = [{"role": "user", "content": template.render(row)}]
             if system is not None:
                 messages.insert(0, {"role": "system", "content": system.render(row)})
             item = orjson.dumps(
-                {"custom_id": custom_id, "body": {"model": model, "messages": messages}}
+                {"custom_id": custom_id, "body": {"model": self.model, "messages": messages}}
             )
             if params:  # the body's other parameters, spliced in without a second encoding
                 item = item[:-2] + b"," + params + b"}}"
@@ -246,12 +267,116 @@ def build_requests(
                 continue
             sent_ids.append(custom_id)
             sent.append(item)
-        id_chunks.append(pa.array(sent_ids, pa.string()))
-        item_chunks.append(pa.array(sent, pa.binary()))
-    items = Requests(
-        pa.chunked_array(id_chunks, pa.string()), pa.chunked_array(item_chunks, pa.binary())
-    )
-    return Plan(model, custom_ids, items, skipped, prompts)
+        return Requests(pa.array(sent_ids, pa.string()), pa.array(sent, pa.binary())), skipped
+
+    def prompts(self, table: pa.Table) -> list[str]:
+        """The user message of every row of ``table``."""
+        values = {c: text_values(table.column(c)) for c in self.template.fields}
+        return [
+            self.template.render({c: values[c][i] for c in self.template.fields})
+            for i in range(table.num_rows)
+        ]
+
+
+class Rows:
+    """Rows still to send: the columns their prompts need and their custom_ids, rendered
+    into requests a shard at a time, so that a million encoded requests never sit in
+    memory together."""
+
+    def __init__(self, table: pa.Table, custom_ids: pa.Array, renderer: Renderer) -> None:
+        self.table = table
+        self.ids = custom_ids
+        self.renderer = renderer
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def slice(self, start: int, length: int) -> Rows:
+        """``length`` rows from ``start`` (no copy)."""
+        return Rows(self.table.slice(start, length), self.ids.slice(start, length), self.renderer)
+
+    def select(self, custom_ids: pa.Array | pa.ChunkedArray | list[str]) -> Rows:
+        """The rows of these custom_ids, still in input order."""
+        mask = pc.is_in(self.ids, value_set=pa.array(custom_ids, pa.string()))
+        return Rows(self.table.filter(mask), self.ids.filter(mask), self.renderer)
+
+    def render(self) -> tuple[Requests, dict[str, str]]:
+        """The requests of these rows, and the rows left out and why."""
+        return self.renderer.render(self.table, self.ids.to_pylist())
+
+
+def _empty_prompts(table: pa.Table, template: Template) -> pa.Array:
+    """Which rows have nothing in any of the template's columns (a mask)."""
+    empty: pa.Array | None = None
+    for column in template.fields:
+        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(_texts(table[column])), ""), True)
+        empty = blank if empty is None else pc.and_(empty, blank)
+    return empty if empty is not None else pa.array([False] * table.num_rows)
+
+
+@dataclass
+class Plan:
+    """What a job sends for one model: every row's custom_id in input order, the rows to
+    send (rendered shard by shard when sent) and the rows left out, with why."""
+
+    model: str
+    custom_ids: pa.Array
+    rows: Rows
+    skipped: dict[str, str] = field(default_factory=dict)  # custom_id -> why
+
+    @cached_property
+    def items(self) -> Requests:
+        """Every request, rendered now (for ``tablebatch plan`` and tests; a run renders
+        shard by shard). Rows over the size limit are added to ``skipped``."""
+        parts: list[Requests] = []
+        for start in range(0, len(self.rows), BUILD_CHUNK):
+            requests, skipped = self.rows.slice(start, BUILD_CHUNK).render()
+            parts.append(requests)
+            self.skipped.update(skipped)
+        if not parts:
+            return Requests(pa.array([], pa.string()), pa.array([], pa.binary()))
+        return Requests(
+            pa.chunked_array([c for p in parts for c in p.ids.chunks], pa.string()),
+            pa.chunked_array([c for p in parts for c in p.items.chunks], pa.binary()),
+        )
+
+    @property
+    def request_bytes(self) -> int:
+        """Bytes of all encoded requests."""
+        return self.items.nbytes
+
+
+BUILD_CHUNK = 50_000  # rows rendered at a time by ``Plan.items``
+
+
+def plan_requests(table: pa.Table, config: JobConfig, ids: pa.Array, model: str) -> Plan:
+    """What to send to ``model``: a request per row, except rows whose prompt is empty.
+
+    Nothing is rendered yet (a run renders each shard as it sends it)."""
+    renderer = Renderer(config, model)
+    custom_ids = custom_ids_for(ids)
+    empty = _empty_prompts(table, renderer.template)
+    skipped: dict[str, str] = {}
+    if pc.any(empty).as_py():
+        fields = renderer.template.fields
+        reason = (
+            f"the prompt is empty: {', '.join(fields)} "
+            f"{'is' if len(fields) == 1 else 'are'} empty in this row"
+        )
+        skipped = dict.fromkeys(custom_ids.filter(empty).to_pylist(), reason)
+        keep = pc.invert(empty)
+        rows = Rows(table.select(renderer.columns).filter(keep), custom_ids.filter(keep), renderer)
+    else:
+        rows = Rows(table.select(renderer.columns), custom_ids, renderer)
+    return Plan(model, custom_ids, rows, skipped)
+
+
+def build_requests(table: pa.Table, config: JobConfig, ids: pa.Array, model: str) -> Plan:
+    """``plan_requests``, with every request rendered (``plan.items``) and every skipped
+    row known: for ``tablebatch plan`` and for tests."""
+    plan = plan_requests(table, config, ids, model)
+    _ = plan.items
+    return plan
 
 
 def shard(items: Requests, config: JobConfig) -> list[Requests]:

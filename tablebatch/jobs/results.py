@@ -57,7 +57,7 @@ def _answer_columns(answers: ModelAnswers) -> pa.Table:
     rows = len(plan.custom_ids)
     keys = pa.table(
         {
-            "custom_id": pa.array(plan.custom_ids, pa.string()),
+            "custom_id": plan.custom_ids,
             "_row": pa.array(range(rows), pa.int64()),
         }
     )
@@ -141,7 +141,7 @@ def _kind_columns(
         if answers.judged is not None:
             for row in answers.judged.select(["custom_id", "status", "answer"]).to_pylist():
                 verdicts[row["custom_id"]] = row["answer"] if row["status"] == "completed" else None
-        judge_texts = [verdicts.get(c) for c in answers.plan.custom_ids]
+        judge_texts = [verdicts.get(c) for c in answers.plan.custom_ids.to_pylist()]
         scores = [
             judge_verdict(j, config.judge.pass_labels, config.judge.fail_labels) if ok else None
             for j, ok in zip(judge_texts, done, strict=True)

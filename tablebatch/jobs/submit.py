@@ -7,8 +7,11 @@ hold yet. The API is the source of truth.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 import pyarrow as pa
@@ -16,7 +19,9 @@ import pyarrow.compute as pc
 
 from tablebatch.api import Batch, BatchClient, ConflictError, UnprocessableEntityError
 from tablebatch.crash import crash_point
+from tablebatch.jobs.build import Requests
 from tablebatch.jobs.config import JobConfig
+from tablebatch.jobs.timing import timed
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -49,16 +54,44 @@ def batch_description(config: JobConfig, model: str, stage: str, attempt: int, r
     ).decode()
 
 
-def claim_batch(client: BatchClient, name: str, model: str, description: str) -> Batch:
+def batch_prefix(config: JobConfig, stage: str, fingerprint: str, attempt: int) -> str:
+    """What the names of an attempt's batches start with (``batch_name`` less the shard)."""
+    return batch_name(config, stage, fingerprint, attempt, 0).removesuffix("s0000")
+
+
+def existing_batches(client: BatchClient, prefix: str) -> dict[str, Batch]:
+    """The oldest batch of each name that starts with ``prefix``: one listing for all the
+    shards of an attempt, instead of one lookup per shard."""
+    found: dict[str, Batch] = {}
+    try:
+        batches = list(client.iter_batches(name_prefix=prefix, page_size=1000))
+    except UnprocessableEntityError:  # a server whose pages are smaller
+        batches = list(client.iter_batches(name_prefix=prefix))
+    for batch in batches:  # newest first: the oldest of a name is written last
+        found[batch.name] = batch
+    return found
+
+
+def claim_batch(
+    client: BatchClient,
+    name: str,
+    model: str,
+    description: str,
+    existing: dict[str, Batch] | None = None,
+) -> Batch:
     """The batch named ``name``: the oldest one of that name, created if there is none.
 
-    Two runs of the same job at once may both create one; each then lists the
-    batches of that name and keeps the oldest, and the other cancels its own,
+    ``existing`` is what ``existing_batches`` found for the attempt (else the name is
+    looked up now). Two runs of the same job at once may both create one; each then
+    lists the batches of that name and keeps the oldest, and the other cancels its own,
     still empty (so costing nothing). Both go on with the same batch.
     """
-    existing = list(client.iter_batches(name=name))  # newest first
-    if existing:
-        return existing[-1]
+    if existing is None:
+        found = list(client.iter_batches(name=name))  # newest first
+        if found:
+            return found[-1]
+    elif name in existing:
+        return existing[name]
     mine = client.create_batch(name, model=model, description=description)
     crash_point("after-create")
     oldest = list(client.iter_batches(name=name))[-1]
@@ -71,12 +104,13 @@ def submit_shard(
     client: BatchClient,
     name: str,
     model: str,
-    items: list[tuple[str, bytes]],
+    items: Iterable[tuple[str, bytes]],
     description: str,
+    existing: dict[str, Batch] | None = None,
 ) -> tuple[Batch, int]:
     """Find or create the shard's batch, add what it lacks, start it; returns it and the
     number of requests sent now (0 when the batch already held them all)."""
-    batch = claim_batch(client, name, model, description)
+    batch = claim_batch(client, name, model, description, existing)
     sent = 0
     if batch.status in ("created", "pending"):
         try:
@@ -153,20 +187,25 @@ def _pages(client: BatchClient, batch_id: str) -> Any:
         yield from client.iter_result_pages(batch_id, page_size=1000)
 
 
-def collect(client: BatchClient, batch: Batch, custom_ids: list[str]) -> pa.Table:
-    """Every result of a finished batch, as a table; requests with none get the batch's reason."""
-    out: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
+def collect(client: BatchClient, batch: Batch, custom_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """Every result of a finished batch, as a table (built a page at a time); requests with
+    none get the batch's reason."""
+    pages: list[pa.RecordBatch] = []
     read = 0
     for page in _pages(client, batch.id):
+        out: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
         for result in page:
             _read(result, batch.id, out)
+        pages.append(pa.RecordBatch.from_pydict(out, schema=RESULT_SCHEMA))
         read += len(page)
         if read >= 1000:
             crash_point("collecting")
-    wanted = set(custom_ids)
-    seen = set(out["custom_id"])
-    missing = [c for c in custom_ids if c not in seen]
-    if missing:
+    table = pa.Table.from_batches(pages, schema=RESULT_SCHEMA)
+    ours = pc.is_in(table["custom_id"], value_set=custom_ids)
+    if not pc.all(ours).as_py():  # results for requests this shard did not send: not ours
+        table = table.filter(ours)
+    missing = pc.filter(custom_ids, pc.invert(pc.is_in(custom_ids, value_set=table["custom_id"])))
+    if len(missing):
         if batch.status == "cancelled":
             reason = f"cancelled: batch {batch.id} was cancelled before this row was answered"
         elif batch.status == "failed":
@@ -174,14 +213,142 @@ def collect(client: BatchClient, batch: Batch, custom_ids: list[str]) -> pa.Tabl
             reason = f"batch_failed: batch {batch.id} failed: {why}"
         else:
             reason = f"missing: batch {batch.id} ({batch.status}) returned no result for this row"
-        for custom_id in missing:
-            for name, value in zip(
-                RESULT_SCHEMA.names,
-                (custom_id, "failed", None, reason, batch.id, 0, 0),
-                strict=True,
-            ):
-                out[name].append(value)
-    table = results_table(out)
-    if len(seen - wanted):  # results for requests this shard did not send: not ours to keep
-        table = table.filter(pc.is_in(table["custom_id"], value_set=pa.array(custom_ids)))
+        table = pa.concat_tables([table, _rows(missing, "failed", reason, batch.id)])
     return table
+
+
+def _rows(
+    custom_ids: pa.Array | pa.ChunkedArray, status: str, error: str | list[str], batch: str | None
+) -> pa.Table:
+    """Result rows with no answer: ``status`` and ``error`` (one, or one per row)."""
+    n = len(custom_ids)
+    errors = error if isinstance(error, list) else [error] * n
+    return pa.table(
+        {
+            "custom_id": custom_ids,
+            "status": pa.array([status] * n, pa.string()),
+            "answer": pa.nulls(n, pa.string()),
+            "error": pa.array(errors, pa.string()),
+            "batch_id": pa.array([batch] * n, pa.string()),
+            "prompt_tokens": pa.array([0] * n, pa.int64()),
+            "completion_tokens": pa.array([0] * n, pa.int64()),
+        },
+        schema=RESULT_SCHEMA,
+    )
+
+
+class Sendable(Protocol):
+    """Rows to send: rendered into requests when their shard is sent (``Rows``), or
+    already rendered (``Requests``)."""
+
+    ids: pa.Array | pa.ChunkedArray
+
+    def __len__(self) -> int: ...
+
+    def render(self) -> tuple[Requests, dict[str, str]]: ...
+
+
+@dataclass
+class ShardOutcome:
+    """What sending one shard came to: its batches (for the report) and a result per row
+    (rows left out at rendering are ``skipped``; rows stopped by a cancel while this run
+    waited are ``cancelled``)."""
+
+    batches: list[dict[str, Any]]
+    results: pa.Table
+    sent: int = 0
+
+
+def send_shard(
+    client: BatchClient,
+    config: JobConfig,
+    rows: Sendable,
+    name: str,
+    model: str,
+    stage: str,
+    attempt: int,
+    existing: dict[str, Batch] | None = None,
+    run: str = "",
+    on_progress: Callable[[Batch], None] | None = None,
+) -> ShardOutcome:
+    """Render a shard, submit it (more than one batch only when its bytes need it), wait
+    for it, collect it. The rendered requests are dropped once sent."""
+    with timed(run, "build"):
+        requests, skipped = rows.render()
+        pieces = requests.shards(config.batch.max_requests, config.batch.max_bytes)
+    del requests
+    submitted: list[tuple[Batch, pa.ChunkedArray]] = []
+    sent = 0
+    with timed(run, "submit"):
+        for index, piece in enumerate(pieces):
+            piece_name = name if index == 0 else f"{name}-{index}"
+            description = batch_description(config, model, stage, attempt, len(piece))
+            found, added = submit_shard(client, piece_name, model, piece, description, existing)
+            submitted.append((found, piece.ids))
+            sent += added
+    del pieces
+    batches: list[dict[str, Any]] = []
+    tables: list[pa.Table] = []
+    for found, ids in submitted:
+        with timed(run, "wait"):
+            ended = wait_for(client, found, config, on_progress)
+        with timed(run, "collect"):
+            table = collect(client, ended, ids)
+        if ended.status == "cancelled" and found.status != "cancelled":
+            stopped = pc.and_(
+                pc.equal(table["status"], "failed"),
+                pc.fill_null(pc.starts_with(table["error"], "cancelled:"), False),
+            )
+            status = pc.if_else(stopped, "cancelled", table["status"])
+            table = table.set_column(table.schema.get_field_index("status"), "status", status)
+        tables.append(table)
+        batches.append(
+            {
+                "id": ended.id,
+                "name": ended.name,
+                "status": ended.status,
+                "model": model,
+                "stage": stage,
+                "attempt": attempt,
+                "requests": ended.request_count,
+            }
+        )
+    if skipped:
+        left_out = pa.array(list(skipped), pa.string())
+        tables.append(_rows(left_out, "skipped", list(skipped.values()), None))
+    results = pa.concat_tables(tables) if tables else results_table()
+    return ShardOutcome(batches, results, sent)
+
+
+class Progress:
+    """Requests ended across the batches of an attempt, for one progress bar: every poll of
+    every shard updates it, and ``report(ended, total)`` runs at most every ``every_s``
+    seconds (and at the end), so that a hundred shards do not flood the Prefect API."""
+
+    def __init__(
+        self,
+        total: int,
+        report: Callable[[int, int], None],
+        every_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = total
+        self._report = report
+        self._every_s = every_s
+        self._clock = clock
+        self._ended: dict[str, int] = {}
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def update(self, batch: Batch) -> None:
+        """Record the batch's counts; report if it is time."""
+        with self._lock:
+            self._ended[batch.id] = batch.completed_count + batch.failed_count
+            self._ended[batch.id] += batch.cancelled_count
+            ended = min(sum(self._ended.values()), self.total)
+            now = self._clock()
+            due = self._last is None or now - self._last >= self._every_s or ended >= self.total
+            if due:
+                self._last = now
+        if due:
+            self._report(ended, self.total)

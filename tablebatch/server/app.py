@@ -279,9 +279,14 @@ def create_app(
         after: str | None = after_param,
         status: BatchStatus | None = Query(None, description="Only batches in this status."),
         name: str | None = Query(None, description="Only batches with this name."),
+        name_prefix: str | None = Query(
+            None, description="Only batches whose name starts with this (an extension)."
+        ),
         who: str = Depends(caller),
     ) -> Response:
-        batches, more = store.list_batches(limit or limits.page_default, after, status, name)
+        batches, more = store.list_batches(
+            limit or limits.page_default, after, status, name, name_prefix
+        )
         return _json({"object": "list", "data": [b.to_api() for b in batches], "has_more": more})
 
     @app.get("/v1/batches/{batch_id}", response_model=Batch, summary="Get a batch")

@@ -273,7 +273,12 @@ class Store:
             return self._batch(conn, batch_id)
 
     def list_batches(
-        self, limit: int, after: str | None, status: str | None, name: str | None
+        self,
+        limit: int,
+        after: str | None,
+        status: str | None,
+        name: str | None,
+        name_prefix: str | None = None,
     ) -> tuple[list[Batch], bool]:
         """A page of batches, newest first, and whether more follow."""
         clauses: list[str] = []
@@ -294,6 +299,9 @@ class Store:
             if name is not None:
                 clauses.append("name = ?")
                 params.append(name)
+            if name_prefix:
+                clauses.append("substr(name, 1, ?) = ?")
+                params += [len(name_prefix), name_prefix]
             where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
             rows = conn.execute(
                 f"SELECT {_BATCH_COLUMNS} FROM batches {where} ORDER BY seq DESC LIMIT ?",

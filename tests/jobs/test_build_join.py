@@ -57,7 +57,7 @@ def test_check_table_finds_what_is_wrong() -> None:
         check_table(nulls, config, "x.csv")
     with pytest.raises(DataError, match="no rows"):
         check_table(_table().slice(0, 0), config, "x.csv")
-    assert check_table(_table(3), config, "x.csv") == ["id0", "id1", "id2"]
+    assert check_table(_table(3), config, "x.csv").to_pylist() == ["id0", "id1", "id2"]
 
 
 def test_custom_ids_are_stable_and_fit_every_provider() -> None:
@@ -115,14 +115,14 @@ def test_join_does_not_depend_on_the_order_results_come_in() -> None:
     plan = build_requests(table, config, ids, "m")
     rows = [
         (c, "completed", "Positive." if i % 3 else "neg?", None, "batch_1", 10, 1)
-        for i, c in enumerate(plan.custom_ids)
+        for i, c in enumerate(plan.custom_ids.to_pylist())
     ]
     random.Random(5).shuffle(rows)
     columns = dict(zip(RESULT_SCHEMA.names, zip(*rows, strict=True), strict=True))
     results = results_table({k: list(v) for k, v in columns.items()})
     results = results.append_column("attempts", pa.array([1] * 50, pa.int32()))
     out = join(table, config, [ModelAnswers(plan, results)])
-    assert out.column("id").to_pylist() == ids
+    assert out.column("id").to_pylist() == ids.to_pylist()
     assert out.column_names == [
         "id",
         "product",
@@ -174,3 +174,68 @@ def test_requests_select_and_shard_in_input_order() -> None:
     assert [len(s) for s in requests.shards(100, 16 + 3 * size)] == [3, 3, 3, 1]
     with pytest.raises(ValueError, match="more than a batch may hold"):
         requests.shards(100, 20)
+
+
+def test_custom_ids_in_arrow_match_the_row_by_row_rule() -> None:
+    from tablebatch.jobs.build import custom_ids_for
+
+    ids = ["r001", "a/b c?é", "x" * 41, "ok_-1", "", "ünï", "r002"]
+    assert custom_ids_for(pa.array(ids)).to_pylist() == [custom_id_for(i) for i in ids]
+    assert custom_ids_for(pa.array(["a", "b"])).to_pylist() == ["id-a", "id-b"]
+
+
+def test_ids_of_any_column_type_read_as_before() -> None:
+    from tablebatch.jobs.build import id_texts
+
+    assert id_texts(pa.array([1, 22, None])).to_pylist() == ["1", "22", ""]
+    assert id_texts(pa.array([1.0, 2.5, float("nan")])).to_pylist() == ["1.0", "2.5", ""]
+    assert id_texts(pa.chunked_array([["a"], ["b"]])).to_pylist() == ["a", "b"]
+
+
+def test_rows_render_a_shard_at_a_time_as_a_whole_build_would() -> None:
+    from tablebatch.jobs.build import plan_requests
+
+    config = _config(batch={"max_request_bytes": 400})
+    table = pa.table(
+        {
+            "id": [f"r{i}" for i in range(7)],
+            "product": ["p"] * 7,
+            "text": ["a", None, "x" * 1000, "b", " ", "c", "d"],
+        }
+    )
+    ids = check_table(table, config, "x")
+    whole = build_requests(table, config, ids, "m")
+    plan = plan_requests(table, config, ids, "m")
+    assert len(plan.rows) == 5  # the empty prompts are known before rendering
+    assert set(plan.skipped) == {"id-r1", "id-r4"}
+    pairs, skipped = [], {}
+    for start in range(0, len(plan.rows), 2):
+        requests, left_out = plan.rows.slice(start, 2).render()
+        pairs += list(requests)
+        skipped |= left_out
+    assert pairs == list(whole.items)
+    assert skipped == {"id-r2": whole.skipped["id-r2"]}
+    picked = plan.rows.select(["id-r6", "id-r0"])
+    assert [c for c, _ in picked.render()[0]] == ["id-r0", "id-r6"]
+
+
+def test_progress_reports_at_most_every_so_often_and_at_the_end() -> None:
+    from tablebatch.api import Batch
+    from tablebatch.jobs.submit import Progress
+
+    now = [0.0]
+    reports: list[tuple[int, int]] = []
+    progress = Progress(30, lambda e, t: reports.append((e, t)), every_s=5, clock=lambda: now[0])
+
+    def batch(id_: str, done: int) -> Batch:
+        return Batch(id=id_, name=id_, status="processing", request_count=10, completed_count=done)
+
+    progress.update(batch("a", 1))
+    now[0] = 1.0
+    progress.update(batch("b", 4))  # too soon: not reported
+    now[0] = 6.0
+    progress.update(batch("a", 10))
+    now[0] = 7.0
+    progress.update(batch("b", 10))
+    progress.update(batch("c", 10))  # all ended: reported at once
+    assert reports == [(1, 30), (14, 30), (30, 30)]

@@ -53,3 +53,58 @@ def test_two_runs_racing_for_a_shard_share_one_batch(server) -> None:
         assert kept.id == outcomes[0][0] and kept.request_count == 50
         assert client.wait_for_batch(loser.id, poll_interval=0.01).status == "cancelled"
         assert loser.request_count == 0
+
+
+def _config(**batch: object):
+    from tablebatch.jobs.config import parse_config
+
+    data = {
+        "name": "calls",
+        "kind": "classification",
+        "input": {"path": "x.csv", "id_column": "id"},
+        "prompt": {"template": "{text}"},
+        "model": "m",
+        "labels": ["positive", "negative"],
+        "batch": {"poll_interval_s": 0.01, "max_poll_interval_s": 0.05, **batch},
+    }
+    return parse_config(data, "calls.yaml")
+
+
+def _rows(config, n: int):
+    import pyarrow as pa
+
+    from tablebatch.jobs.build import plan_requests
+
+    table = pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"good {i}" for i in range(n)]})
+    return plan_requests(table, config, table["id"].combine_chunks(), "m").rows
+
+
+def test_a_shard_costs_the_fewest_calls_and_a_rerun_sends_nothing(server) -> None:
+    """A fresh shard: one listing for the attempt, create, one check for a racing run,
+    the adds, start, polls, one page of results. A re-run: the listing, the polls it needs
+    (none: the batch has ended) and the results."""
+    from tablebatch.jobs.submit import batch_prefix, existing_batches, send_shard
+
+    calls: list[str] = []
+    config = _config(max_requests=2500)
+    rows = _rows(config, 2500)
+
+    def count(request) -> None:
+        calls.append(f"{request.method} {request.url.path}")
+
+    with BatchClient(server.url, max_requests_per_call=1000) as client:
+        client._http.event_hooks["request"].append(count)
+        prefix = batch_prefix(config, "answer", "fp", 1)
+        existing = existing_batches(client, prefix)
+        outcome = send_shard(client, config, rows, prefix + "s0000", "m", "answer", 1, existing)
+        assert outcome.sent == 2500 and outcome.results.num_rows == 2500
+        posts = [c for c in calls if c.startswith("POST")]
+        gets = [c for c in calls if c.startswith("GET")]
+        assert len(posts) == 1 + 3 + 1  # create, 3 adds of 1000, start
+        assert gets[:2] == ["GET /v1/batches", "GET /v1/batches"]  # listing, race check
+        assert sum(c.endswith("/results") for c in gets) == 1  # one page of 2,500 results
+        calls.clear()
+        existing = existing_batches(client, prefix)
+        again = send_shard(client, config, rows, prefix + "s0000", "m", "answer", 1, existing)
+        assert again.sent == 0 and again.results.num_rows == 2500
+        assert [c.split("/")[-1] for c in calls] == ["batches", "results"]

@@ -15,6 +15,15 @@ def test_walking_batches_returns_each_once_newest_first(client: httpx.Client) ->
     assert [b["id"] for b in items] == ids[::-1]
 
 
+def test_batches_filtered_by_name_prefix_walk_like_the_rest(client: httpx.Client) -> None:
+    mine = [new_batch(client, f"job--a1--s{i:04d}")["id"] for i in range(12)]
+    new_batch(client, "job--a2--s0000")
+    new_batch(client, "other--a1--s0000")
+    items = walk(client, "/batches", limit=5, name_prefix="job--a1--")
+    assert [b["id"] for b in items] == mine[::-1]
+    assert walk(client, "/batches", limit=5, name_prefix="%") == []  # a prefix, not a pattern
+
+
 def test_walk_sees_each_batch_once_while_batches_are_created(server) -> None:
     with httpx.Client(base_url=server.url) as http:
         before = [new_batch(http, f"old{i}")["id"] for i in range(120)]
