@@ -35,6 +35,7 @@ from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import JobFailed
 from tablebatch.jobs.results import ModelAnswers
 from tablebatch.jobs.submit import (
+    BatchWatcher,
     Progress,
     Sendable,
     ShardOutcome,
@@ -264,6 +265,7 @@ def run_attempts(
         prefix = batch_prefix(config, stage, fingerprint, attempt)
         existing = quote(MappingProxyType(existing_batches(client, prefix)))
         progress = _attempt_progress(config, model, stage, attempt, len(pending))
+        watcher = BatchWatcher(client, prefix, config)
         window: deque[Any] = deque()
         outcomes: list[ShardOutcome] = []
         for index, start in enumerate(range(0, len(pending), size)):
@@ -273,7 +275,17 @@ def run_attempts(
             part = pending.slice(start, size)
             window.append(
                 shard_task.submit(
-                    client, config, part, name, model, stage, attempt, existing, progress, run
+                    client,
+                    config,
+                    part,
+                    name,
+                    model,
+                    stage,
+                    attempt,
+                    existing,
+                    progress,
+                    watcher,
+                    run,
                 )
             )
         while window:

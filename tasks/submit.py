@@ -3,6 +3,8 @@ never one a row)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pyarrow.compute as pc
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -10,7 +12,7 @@ from prefect.cache_policies import NONE
 from tablebatch.api import Batch, BatchClient
 from tablebatch.crash import crash_point
 from tablebatch.jobs.config import JobConfig
-from tablebatch.jobs.submit import Progress, Sendable, ShardOutcome, send_shard
+from tablebatch.jobs.submit import BatchWatcher, Progress, Sendable, ShardOutcome, send_shard
 
 
 @task(name="shard", task_run_name="{name}", cache_policy=NONE)
@@ -22,8 +24,9 @@ def shard_task(
     model: str,
     stage: str,
     attempt: int,
-    existing: dict[str, Batch] | None = None,
+    existing: Mapping[str, Batch] | None = None,
     progress: Progress | None = None,
+    watcher: BatchWatcher | None = None,
     run: str = "",
 ) -> ShardOutcome:
     """Render the shard's requests, find or create its batch and send what it lacks, wait
@@ -49,7 +52,7 @@ def shard_task(
             )
 
     outcome = send_shard(
-        client, config, rows, name, model, stage, attempt, existing, run, on_progress
+        client, config, rows, name, model, stage, attempt, existing, run, on_progress, watcher
     )
     results = outcome.results
     failed = pc.sum(pc.equal(results["status"], "failed")).as_py() or 0

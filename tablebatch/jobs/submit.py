@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tablebatch.api import Batch, BatchClient, ConflictError, UnprocessableEntityError
+from tablebatch.api import (
+    Batch,
+    BatchClient,
+    ConflictError,
+    UnprocessableEntityError,
+    WaitTimeoutError,
+)
 from tablebatch.crash import crash_point
 from tablebatch.jobs.build import Requests
 from tablebatch.jobs.config import JobConfig
@@ -77,7 +83,7 @@ def claim_batch(
     name: str,
     model: str,
     description: str,
-    existing: dict[str, Batch] | None = None,
+    existing: Mapping[str, Batch] | None = None,
 ) -> Batch:
     """The batch named ``name``: the oldest one of that name, created if there is none.
 
@@ -106,7 +112,7 @@ def submit_shard(
     model: str,
     items: Iterable[tuple[str, bytes]],
     description: str,
-    existing: dict[str, Batch] | None = None,
+    existing: Mapping[str, Batch] | None = None,
 ) -> tuple[Batch, int]:
     """Find or create the shard's batch, add what it lacks, start it; returns it and the
     number of requests sent now (0 when the batch already held them all)."""
@@ -267,9 +273,10 @@ def send_shard(
     model: str,
     stage: str,
     attempt: int,
-    existing: dict[str, Batch] | None = None,
+    existing: Mapping[str, Batch] | None = None,
     run: str = "",
     on_progress: Callable[[Batch], None] | None = None,
+    watcher: BatchWatcher | None = None,
 ) -> ShardOutcome:
     """Render a shard, submit it (more than one batch only when its bytes need it), wait
     for it, collect it. The rendered requests are dropped once sent."""
@@ -291,7 +298,10 @@ def send_shard(
     tables: list[pa.Table] = []
     for found, ids in submitted:
         with timed(run, "wait"):
-            ended = wait_for(client, found, config, on_progress)
+            if watcher is not None:
+                ended = watcher.wait(found, on_progress)
+            else:
+                ended = wait_for(client, found, config, on_progress)
         with timed(run, "collect"):
             table = collect(client, ended, ids)
         if ended.status == "cancelled" and found.status != "cancelled":
@@ -352,3 +362,128 @@ class Progress:
                 self._last = now
         if due:
             self._report(ended, self.total)
+
+
+class BatchWatcher:
+    """Waits for the batches of an attempt with one listing a poll for all of them (the
+    attempt's name prefix), instead of a poll per batch: a hundred shards in flight cost
+    one call a round, not a hundred.
+
+    A server that ignores the prefix filter (it is an extension of the local server)
+    shows it by listing other batches too; then each batch is polled on its own, as
+    ``BatchClient.wait_for_batch`` does.
+    """
+
+    PAGE = 1000
+
+    def __init__(
+        self,
+        client: BatchClient,
+        prefix: str,
+        config: JobConfig,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.config = config
+        self._clock = clock
+        self._sleep = sleep
+        self._cond = threading.Condition()
+        self._latest: dict[str, Batch] = {}
+        self._waiting: dict[str, int] = {}  # batch id -> waiters
+        self._round = 0
+        self._error: BaseException | None = None
+        self._shared = True
+        self._polling = False
+        self.polls = 0
+
+    def wait(self, batch: Batch, on_progress: Callable[[Batch], None] | None = None) -> Batch:
+        """The batch once it has ended; ``WaitTimeoutError`` after ``batch.max_wait_s``."""
+        if batch.is_terminal or not self._shared:
+            return wait_for(self.client, batch, self.config, on_progress)
+        started = self._clock()
+        max_wait = self.config.batch.max_wait_s
+        deadline = None if max_wait is None else started + max_wait
+        with self._cond:
+            self._waiting[batch.id] = self._waiting.get(batch.id, 0) + 1
+            self._latest.setdefault(batch.id, batch)
+            if not self._polling:
+                self._polling = True
+                threading.Thread(target=self._poll, name="batch-watcher", daemon=True).start()
+        try:
+            seen, last = -1, None
+            while True:
+                with self._cond:
+                    while self._round == seen and self._error is None and self._shared:
+                        left = None if deadline is None else deadline - self._clock()
+                        if left is not None and left <= 0:
+                            break
+                        self._cond.wait(left)
+                    if self._error is not None:
+                        raise self._error
+                    seen, current, shared = self._round, self._latest[batch.id], self._shared
+                if not shared:
+                    return wait_for(self.client, current, self.config, on_progress)
+                state = (current.status, current.completed_count, current.failed_count)
+                if on_progress is not None and state != last:
+                    on_progress(current)
+                last = state
+                if current.is_terminal:
+                    return current
+                if deadline is not None and self._clock() >= deadline:
+                    raise WaitTimeoutError(current, self._clock() - started)
+        finally:
+            with self._cond:
+                self._waiting[batch.id] -= 1
+                if not self._waiting[batch.id]:
+                    del self._waiting[batch.id]
+
+    def _listing(self) -> list[Batch]:
+        """Every batch the server lists for the prefix (all of them if it ignores it)."""
+        out: list[Batch] = []
+        after: str | None = None
+        while True:
+            page = self.client.list_batches(limit=self.PAGE, after=after, name_prefix=self.prefix)
+            out += page.data
+            if not page.has_more or not page.data:
+                return out
+            after = page.data[-1].id
+
+    def _poll(self) -> None:
+        interval = self.config.batch.poll_interval_s
+        longest = self.config.batch.max_poll_interval_s
+        while True:
+            with self._cond:
+                if not self._waiting or self._error is not None or not self._shared:
+                    self._polling = False
+                    return
+            error: BaseException | None = None
+            try:
+                self.polls += 1
+                listed = self._listing()
+            except UnprocessableEntityError as exc:
+                if self.PAGE != 100:
+                    self.PAGE = 100  # a server whose pages are smaller
+                    continue
+                error = exc
+            except BaseException as exc:
+                error = exc
+            if error is not None:  # every waiter raises it; no one polls on
+                with self._cond:
+                    self._error, self._polling = error, False
+                    self._cond.notify_all()
+                return
+            found = {b.id: b for b in listed}
+            with self._cond:
+                if any(not b.name.startswith(self.prefix) for b in listed) or any(
+                    i not in found for i in self._waiting
+                ):
+                    self._shared = False  # the server does not filter: poll one by one
+                for batch_id in self._waiting:
+                    if batch_id in found:
+                        self._latest[batch_id] = found[batch_id]
+                self._round += 1
+                self._cond.notify_all()
+            self._sleep(interval)
+            interval = min(interval * 1.5, longest)

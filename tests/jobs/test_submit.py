@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tablebatch.api import BatchClient
 from tablebatch.jobs.submit import submit_shard
 from tests.helpers import make_requests
@@ -108,3 +110,66 @@ def test_a_shard_costs_the_fewest_calls_and_a_rerun_sends_nothing(server) -> Non
         again = send_shard(client, config, rows, prefix + "s0000", "m", "answer", 1, existing)
         assert again.sent == 0 and again.results.num_rows == 2500
         assert [c.split("/")[-1] for c in calls] == ["batches", "results"]
+
+
+def _started(client: BatchClient, name: str, n: int = 30):
+    from tablebatch.jobs.submit import submit_shard
+
+    return submit_shard(client, name, "m", _items(n), "{}")[0]
+
+
+def test_one_listing_a_round_watches_every_batch_of_an_attempt(server_factory) -> None:
+    from tablebatch.jobs.submit import BatchWatcher
+
+    server = server_factory(faults={"processing_rate": 400})  # 6 batches: ~0.5 s of work
+    config = _config(poll_interval_s=0.05, max_poll_interval_s=0.05)
+    with BatchClient(server.url) as client:
+        batches = [_started(client, f"w--a1--s{i:04d}") for i in range(6)]
+        _started(client, "someone-else--a1--s0000")
+        watcher = BatchWatcher(client, "w--a1--", config)
+        seen: dict[str, list[str]] = {b.id: [] for b in batches}
+        ended: list = []
+
+        def wait(batch) -> None:
+            ended.append(watcher.wait(batch, lambda b: seen[b.id].append(b.status)))
+
+        threads = [threading.Thread(target=wait, args=(b,)) for b in batches]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(b.id for b in ended) == sorted(b.id for b in batches)
+        assert all(b.status == "completed" and b.completed_count == 30 for b in ended)
+        assert all(statuses[-1] == "completed" for statuses in seen.values())
+        # a round covers all six: far fewer calls than a poll per batch per round
+        assert watcher.polls < 6 * 3
+
+
+def test_a_server_that_ignores_the_prefix_is_polled_batch_by_batch(server) -> None:
+    from tablebatch.jobs.submit import BatchWatcher
+
+    class NoPrefix(BatchClient):
+        def list_batches(self, **params):
+            params.pop("name_prefix", None)
+            return super().list_batches(**params)
+
+    config = _config()
+    with NoPrefix(server.url) as client:
+        _started(client, "other--a1--s0000")
+        batch = _started(client, "np--a1--s0000")
+        watcher = BatchWatcher(client, "np--a1--", config)
+        assert watcher.wait(batch).status == "completed"
+        assert not watcher._shared and watcher.polls == 1
+
+
+def test_the_watcher_gives_up_after_max_wait(server_factory) -> None:
+    from tablebatch.api import WaitTimeoutError
+    from tablebatch.jobs.submit import BatchWatcher
+
+    server = server_factory(faults={"processing_delay_s": 30})
+    config = _config(max_wait_s=0.3)
+    with BatchClient(server.url) as client:
+        batch = _started(client, "slow--a1--s0000")
+        with pytest.raises(WaitTimeoutError) as caught:
+            BatchWatcher(client, "slow--a1--", config).wait(batch)
+        assert caught.value.batch.id == batch.id and caught.value.waited_s >= 0.3
