@@ -185,6 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except JobError as exc:
         _error(exc)
         return 2
+    del table, ids  # the flow reads the table again: not two copies of it in memory
     _quiet_prefect()
     from flows.job import batch_job
 

@@ -25,6 +25,7 @@ from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import DataError
 
 _READABLE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_BLANK = r"^[\s\p{Z}\x0b\x1c-\x1f\x85]*$"  # what str.strip() strips, in RE2
 
 
 def custom_id_for(row_id: str) -> str:
@@ -103,9 +104,7 @@ def check_table(table: pa.Table, config: JobConfig, source: str) -> pa.Array:
         if column not in names:
             raise _missing_column(source, column, key, names)
     ids = id_texts(table.column(id_column))
-    empty = pc.indices_nonzero(
-        pc.fill_null(pc.equal(pc.utf8_trim_whitespace(ids), ""), True)
-    ).to_pylist()
+    empty = pc.indices_nonzero(_blank(ids)).to_pylist()
     if empty:
         rows = ", ".join(str(i + 1) for i in empty[:10]) + (" …" if len(empty) > 10 else "")
         raise DataError(
@@ -123,11 +122,10 @@ def check_table(table: pa.Table, config: JobConfig, source: str) -> pa.Array:
     return ids
 
 
-def _texts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """A column as one string array, nulls kept: Arrow's cast for strings and integers,
-    Python's ``str`` for the rest (so that 1.0 stays "1.0" and NaN is empty, as before)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+def _texts(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A column as strings, nulls kept, chunks kept (no copy of a string column): Arrow's
+    cast for strings and integers, Python's ``str`` for the rest (so that 1.0 stays "1.0"
+    and NaN is empty, as before)."""
     kind = column.type
     if pa.types.is_string(kind):
         return column
@@ -139,9 +137,16 @@ def _texts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pa.array([None if v is None else _text(v) for v in values], pa.string())
 
 
+def _blank(texts: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Which texts are null or only whitespace (as ``str.strip`` sees it), without copying
+    the texts."""
+    return pc.fill_null(pc.match_substring_regex(texts, _BLANK), True)
+
+
 def id_texts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     """Row ids as text (one string array): how they are named in custom_ids and errors."""
-    return pc.fill_null(_texts(column), "")
+    ids = pc.fill_null(_texts(column), "")
+    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
 
 
 def text_values(column: pa.ChunkedArray | pa.Array) -> list[str]:
@@ -307,11 +312,13 @@ class Rows:
 
 def _empty_prompts(table: pa.Table, template: Template) -> pa.Array:
     """Which rows have nothing in any of the template's columns (a mask)."""
-    empty: pa.Array | None = None
+    empty: Any = None
     for column in template.fields:
-        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(_texts(table[column])), ""), True)
+        blank = _blank(_texts(table[column]))
         empty = blank if empty is None else pc.and_(empty, blank)
-    return empty if empty is not None else pa.array([False] * table.num_rows)
+    if empty is None:
+        return pa.array([False] * table.num_rows)
+    return empty.combine_chunks() if isinstance(empty, pa.ChunkedArray) else empty
 
 
 @dataclass

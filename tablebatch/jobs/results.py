@@ -7,7 +7,6 @@ its status and error, not a gap.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tablebatch.jobs.build import Plan, column_texts
+from tablebatch.jobs.build import Plan, _texts, column_texts
 from tablebatch.jobs.config import OUTPUT_COLUMNS, JobConfig
 from tablebatch.jobs.metrics import (
     classification_metrics,
@@ -52,15 +51,8 @@ def _input_columns(table: pa.Table, config: JobConfig) -> pa.Table:
 
 
 def _answer_columns(answers: ModelAnswers) -> pa.Table:
-    """The answer columns, one row per input row in input order (an Arrow hash join)."""
+    """The answer columns, one row per input row in input order (an Arrow lookup)."""
     plan = answers.plan
-    rows = len(plan.custom_ids)
-    keys = pa.table(
-        {
-            "custom_id": plan.custom_ids,
-            "_row": pa.array(range(rows), pa.int64()),
-        }
-    )
     results = answers.results.select([*RESULT_SCHEMA.names, "attempts"])
     if plan.skipped:
         n = len(plan.skipped)
@@ -77,7 +69,10 @@ def _answer_columns(answers: ModelAnswers) -> pa.Table:
             }
         )
         results = pa.concat_tables([results, skipped.cast(results.schema)])
-    joined = keys.join(results, "custom_id", join_type="left outer").sort_by("_row")
+    # each input row's position among the results (custom_ids are unique there), then the
+    # results taken in input order: one copy, no sort
+    position = pc.index_in(plan.custom_ids, value_set=results["custom_id"])
+    joined = results.take(position)
     lost = pc.is_null(joined["status"])
     columns = {
         "answer": joined["answer"],
@@ -91,35 +86,42 @@ def _answer_columns(answers: ModelAnswers) -> pa.Table:
     return pa.table(columns)
 
 
-def _labels(answers: pa.ChunkedArray, done: list[bool], config: JobConfig) -> list[str | None]:
-    """``label``: the answer normalised to one of the labels, or the invalid label.
+def _labels(answers: pa.ChunkedArray | pa.Array, done: Any, config: JobConfig) -> pa.Array:
+    """``label``: the answer normalised to one of the labels, or the invalid label (null
+    where the row has no answer).
 
     Answers that are a label up to case and surrounding punctuation are matched in
     Arrow; only the others go through ``normalize_label`` in Python."""
     labels = config.labels or []
-    plain = pc.utf8_lower(pc.utf8_trim(answers, characters=" \t\r\n.!?\"'*`"))
+    found = normalized_labels(answers, labels)
+    out = pc.if_else(done, pc.fill_null(found, config.invalid_label), pa.scalar(None, pa.string()))
+    return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+
+
+def normalized_labels(texts: pa.ChunkedArray | pa.Array, labels: list[str]) -> pa.Array:
+    """``normalize_label`` of every text, null where none: the plain cases in Arrow, the
+    rest (a label inside a sentence, say) in Python."""
+    plain = pc.utf8_lower(pc.utf8_trim(texts, characters=" \t\r\n.!?\"'*`"))
     found = pc.index_in(plain, value_set=pa.array([label.lower() for label in labels]))
-    fast = pc.take(pa.array(labels, pa.string()), found).to_pylist()
-    texts: list[str | None] | None = None
-    out: list[str | None] = []
-    for i, (label, ok) in enumerate(zip(fast, done, strict=True)):
-        if not ok:
-            out.append(None)
-        elif label is not None:
-            out.append(label)
-        else:
-            if texts is None:
-                texts = answers.to_pylist()
-            out.append(normalize_label(texts[i], labels) or config.invalid_label)
-    return out
+    fast = pc.take(pa.array(labels, pa.string()), found)
+    fast = fast.combine_chunks() if isinstance(fast, pa.ChunkedArray) else fast
+    slow = pc.and_(pc.is_null(fast), pc.is_valid(texts))
+    slow = slow.combine_chunks() if isinstance(slow, pa.ChunkedArray) else slow
+    if not pc.any(slow).as_py():
+        return fast
+    rows = pc.indices_nonzero(slow)
+    texts_slow = pc.take(texts, rows).to_pylist()
+    fixed = pa.array([normalize_label(t, labels) for t in texts_slow], pa.string())
+    return pc.replace_with_mask(fast, slow, fixed) if len(fixed) else fast
 
 
 def _kind_columns(
     table: pa.Table, config: JobConfig, answers: ModelAnswers, base: pa.Table
-) -> dict[str, list[Any]]:
-    done = [s == "completed" for s in base["status"].to_pylist()]
+) -> dict[str, Any]:
+    done_mask = pc.equal(base["status"], "completed")
     if config.kind == "classification":
-        return {"label": _labels(base["answer"], done, config)}
+        return {"label": _labels(base["answer"], done_mask, config)}
+    done = done_mask.to_pylist()
     texts = base["answer"].to_pylist()
     if config.kind == "summarization":
         summaries = [
@@ -189,7 +191,11 @@ def join(table: pa.Table, config: JobConfig, per_model: Sequence[ModelAnswers]) 
         for name in base.column_names:
             part = part.append_column(name, base[name].cast(_TYPES[name]))
         for name, values in extra.items():
-            part = part.append_column(name, pa.array(values, type=_TYPES[name]))
+            if isinstance(values, pa.Array | pa.ChunkedArray):
+                column = values.cast(_TYPES[name])
+            else:
+                column = pa.array(values, type=_TYPES[name])
+            part = part.append_column(name, column)
         parts.append(part)
     if len(parts) == 1:
         return parts[0]
@@ -201,6 +207,15 @@ def join(table: pa.Table, config: JobConfig, per_model: Sequence[ModelAnswers]) 
 # -- the report --------------------------------------------------------------------
 
 
+def _counts(column: pa.ChunkedArray) -> dict[Any, int]:
+    """How often each value occurs (nulls left out), counted in Arrow."""
+    return {
+        c["values"]: c["counts"]
+        for c in pc.value_counts(column).to_pylist()
+        if c["values"] is not None
+    }
+
+
 def build_report(
     config: JobConfig,
     table: pa.Table,
@@ -209,8 +224,6 @@ def build_report(
     output_path: str,
 ) -> dict[str, Any]:
     """Counts, tokens, batches, attempts and the per-kind metrics of a finished run."""
-    status = output.column("status").to_pylist()
-    attempts = output.column("attempts").to_pylist()
     report: dict[str, Any] = {
         "job": config.name,
         "kind": config.kind,
@@ -218,19 +231,18 @@ def build_report(
         "output": output_path,
         "input_rows": table.num_rows,
         "output_rows": output.num_rows,
-        "rows_by_status": dict(Counter(status)),
+        "rows_by_status": _counts(output.column("status")),
         "tokens": {
-            "prompt": sum(output.column("prompt_tokens").to_pylist()),
-            "completion": sum(output.column("completion_tokens").to_pylist()),
+            "prompt": pc.sum(output.column("prompt_tokens")).as_py() or 0,
+            "completion": pc.sum(output.column("completion_tokens")).as_py() or 0,
         },
-        "attempts": {str(k): v for k, v in sorted(Counter(attempts).items())},
+        "attempts": {str(k): v for k, v in sorted(_counts(output.column("attempts")).items())},
         "batches": batches,
     }
     if config.kind == "classification":
-        labels = output.column("label").to_pylist()
-        report["labels"] = dict(Counter(x for x in labels if x is not None))
+        report["labels"] = _counts(output.column("label"))
         if config.gold_column:
-            report["gold"] = _gold_metrics(config, table, labels, status)
+            report["gold"] = _gold_metrics(config, table, output)
     elif config.kind == "summarization":
         summaries = [s for s in output.column("summary").to_pylist() if s is not None]
         report["summary_lengths"] = length_stats(summaries)
@@ -250,22 +262,18 @@ def build_report(
     return report
 
 
-def _gold_metrics(
-    config: JobConfig, table: pa.Table, predicted: list[str | None], status: list[str]
-) -> dict[str, Any]:
+def _gold_metrics(config: JobConfig, table: pa.Table, output: pa.Table) -> dict[str, Any]:
+    """Accuracy, F1 and the confusion matrix of the answered rows against the gold column
+    (gold values are normalised to the labels as answers are; rows whose gold is none of
+    the labels are counted, not scored)."""
     labels = config.labels or []
-    gold_raw = column_texts(table, config.gold_column or "")
-    pairs, unusable = [], 0
-    for p, g, s in zip(predicted, gold_raw, status, strict=True):
-        gold = normalize_label(g, labels)
-        if s != "completed":
-            continue
-        if gold is None:
-            unusable += 1
-            continue
-        pairs.append((p or config.invalid_label, gold))
+    gold = normalized_labels(pc.fill_null(_texts(table[config.gold_column or ""]), ""), labels)
+    done = pc.equal(output.column("status"), "completed")
+    usable = pc.and_(done, pc.is_valid(gold))
+    unusable = (pc.sum(done).as_py() or 0) - (pc.sum(usable).as_py() or 0)
+    predicted = pc.fill_null(output.column("label").filter(usable), config.invalid_label)
     metrics = classification_metrics(
-        [p for p, _ in pairs], [g for _, g in pairs], labels, config.invalid_label
+        predicted.to_pylist(), gold.filter(usable).to_pylist(), labels, config.invalid_label
     )
     metrics["gold_column"] = config.gold_column
     metrics["rows_without_usable_gold"] = unusable

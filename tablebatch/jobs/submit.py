@@ -369,16 +369,17 @@ class BatchWatcher:
     attempt's name prefix), instead of a poll per batch: a hundred shards in flight cost
     one call a round, not a hundred.
 
-    A server that ignores the prefix filter (it is an extension of the local server)
-    shows it by listing other batches too; then each batch is polled on its own, as
-    ``BatchClient.wait_for_batch`` does.
+    Only for the seed's API (``BatchClient``): other dialects list without a name filter,
+    so each of their batches is polled on its own, as ``wait_for_batch`` does; and so is
+    each batch on a seed server that ignores the prefix filter (an extension of the local
+    server), which shows itself by listing other batches too.
     """
 
     PAGE = 1000
 
     def __init__(
         self,
-        client: BatchClient,
+        client: Any,
         prefix: str,
         config: JobConfig,
         clock: Callable[[], float] = time.monotonic,
@@ -394,7 +395,7 @@ class BatchWatcher:
         self._waiting: dict[str, int] = {}  # batch id -> waiters
         self._round = 0
         self._error: BaseException | None = None
-        self._shared = True
+        self._shared = isinstance(client, BatchClient)
         self._polling = False
         self.polls = 0
 
