@@ -34,6 +34,7 @@ from tablebatch.jobs.build import Plan, Renderer, Requests, Template, column_tex
 from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import JobFailed
 from tablebatch.jobs.results import ModelAnswers
+from tablebatch.jobs.spool import Spool, text_column
 from tablebatch.jobs.submit import (
     BatchWatcher,
     Progress,
@@ -45,7 +46,7 @@ from tablebatch.jobs.submit import (
     results_table,
 )
 from tasks.build import build_task
-from tasks.finish import join_task, write_task
+from tasks.finish import write_task
 from tasks.load import load_config_task, load_task
 from tasks.submit import shard_task
 
@@ -244,6 +245,7 @@ def run_attempts(
     fingerprint: str,
     batches: list[dict[str, Any]],
     run: str = "",
+    spool: Spool | None = None,
 ) -> pa.Table:
     """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``;
     returns the results (with an ``attempts`` column).
@@ -285,6 +287,7 @@ def run_attempts(
                     existing,
                     progress,
                     watcher,
+                    spool,
                     run,
                 )
             )
@@ -319,7 +322,8 @@ def judge_items(config: JobConfig, table: Any, answers: ModelAnswers, model_inde
     custom_ids = answers.plan.custom_ids
     done = answers.results.filter(pc.equal(answers.results["status"], "completed"))
     rows = pc.indices_nonzero(pc.is_in(custom_ids, value_set=done["custom_id"]))
-    answered = dict(zip(done["custom_id"].to_pylist(), done["answer"].to_pylist(), strict=True))
+    texts = text_column(done, "answer", answers.spool).to_pylist()
+    answered = dict(zip(done["custom_id"].to_pylist(), texts, strict=True))
     judged = table.take(rows)
     values = {c: column_texts(judged, c) for c in columns}
     references = column_texts(judged, config.reference_column or "")
@@ -374,9 +378,29 @@ def batch_job(
     updates = overrides.updates() if overrides is not None else None
     config, root = load_config_task(str(path), settings, updates)
     _check_parameters(config, root, updates, settings)
-    logger = get_run_logger()
     table, ids = load_task(config, root, run)
     path = output_path(config, root)
+    spool = Spool(root / ".tablebatch" / "spool" / run)  # answers wait on disk, not in memory
+    try:
+        report = _run_and_write(config, config_arg, root, table, ids, path, spool, run, started)
+    finally:
+        spool.remove()
+    return report
+
+
+def _run_and_write(
+    config: JobConfig,
+    config_arg: str,
+    root: Path,
+    table: pa.Table,
+    ids: pa.Array,
+    path: str,
+    spool: Spool,
+    run: str,
+    started: float,
+) -> dict[str, Any]:
+    """Send every model's requests (and the judge's), then join, write and report."""
+    logger = get_run_logger()
     batches: list[dict[str, Any]] = []
     per_model: list[ModelAnswers] = []
     judging = config.scoring == "judge" and config.judge is not None
@@ -396,10 +420,11 @@ def batch_job(
                         config.fingerprint(model),
                         batches,
                         run,
+                        spool,
                     )
                 except Systemic as exc:
                     stopped, results = exc.args
-                per_model.append(ModelAnswers(plan, results))
+                per_model.append(ModelAnswers(plan, results, spool=spool))
                 if stopped:
                     break
             if judging and config.judge is not None and not stopped:
@@ -415,6 +440,7 @@ def batch_job(
                         judge_print,
                         batches,
                         run,
+                        spool,
                     )
                     prefix = pc.utf8_slice_codeunits(judged["custom_id"], 0, -len(f"--m{k}"))
                     answers.judged = judged.set_column(0, "custom_id", prefix)
@@ -426,9 +452,8 @@ def batch_job(
             "requests ended. It goes on on the server; to collect it and finish the job, run "
             f"the same job again: tablebatch run {config_arg}"
         ) from None
-    output = join_task(table, config, per_model, run)
-    report = write_task(config, table, output, path, batches, run, time.perf_counter() - started)
-    logger.info("%s: wrote %d row(s) to %s", config.name, output.num_rows, path)
+    report = write_task(config, table, per_model, path, batches, run, time.perf_counter() - started)
+    logger.info("%s: wrote %d row(s) to %s", config.name, report["output_rows"], path)
     if stopped:
         raise JobFailed(f"{config.name}: {stopped} The output, with the answered rows: {path}")
     return report

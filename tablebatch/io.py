@@ -11,7 +11,10 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -105,19 +108,28 @@ def read_table(path: str, string_columns: list[str] | None = None) -> pa.Table:
 
 def write_table(table: pa.Table, path: str) -> None:
     """Write ``table`` to ``path`` (.csv or .parquet), atomically."""
+    with table_writer(path, table.schema) as write:
+        write(table)
+
+
+@contextmanager
+def table_writer(path: str, schema: pa.Schema) -> Iterator[Callable[[pa.Table], None]]:
+    """A function that appends tables of ``schema`` to ``path`` (.csv or .parquet), a
+    chunk at a time; the file appears whole when the block ends (atomically, for a local
+    path), and not at all if it fails."""
     suffix = _format(path)
     if "://" in path:
         import fsspec
 
-        with fsspec.open(path, "wb") as handle:
-            _write(table, handle, suffix)
+        with fsspec.open(path, "wb") as handle, _writer(handle, suffix, schema) as write:
+            yield write
         return
     folder = Path(path).parent
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            _write(table, handle, suffix)
+        with os.fdopen(fd, "wb") as handle, _writer(handle, suffix, schema) as write:
+            yield write
         crash_point("writing")
         os.replace(tmp, path)
     except BaseException:
@@ -125,8 +137,14 @@ def write_table(table: pa.Table, path: str) -> None:
         raise
 
 
-def _write(table: pa.Table, handle: object, suffix: str) -> None:
+@contextmanager
+def _writer(handle: Any, suffix: str, schema: pa.Schema) -> Iterator[Callable[[pa.Table], None]]:
+    writer: Any
     if suffix == ".parquet":
-        pq.write_table(table, handle)
+        writer = pq.ParquetWriter(handle, schema)
     else:
-        pacsv.write_csv(table, handle)
+        writer = pacsv.CSVWriter(handle, schema)
+    try:
+        yield writer.write_table
+    finally:
+        writer.close()

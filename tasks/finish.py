@@ -1,4 +1,4 @@
-"""Prefect tasks that join, write and report (stages: join, finish)."""
+"""The Prefect task that joins, writes and reports (stages: join, write)."""
 
 from __future__ import annotations
 
@@ -12,36 +12,48 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from tablebatch.io import write_table
+from tablebatch.io import table_writer
 from tablebatch.jobs.config import JobConfig
-from tablebatch.jobs.results import ModelAnswers, build_report, join, report_markdown
-from tablebatch.jobs.timing import add, take, timed
-
-
-@task(name="join", cache_policy=NONE)
-def join_task(
-    table: pa.Table, config: JobConfig, per_model: list[ModelAnswers], run: str = ""
-) -> pa.Table:
-    """Answers joined onto the rows: every row once per model, in input order."""
-    with timed(run, "join"):
-        return join(table, config, per_model)
+from tablebatch.jobs.results import (
+    ModelAnswers,
+    build_report,
+    join_chunks,
+    report_columns,
+    report_markdown,
+)
+from tablebatch.jobs.timing import add, take
 
 
 @task(name="write", cache_policy=NONE)
 def write_task(
     config: JobConfig,
     table: pa.Table,
-    output: pa.Table,
+    per_model: list[ModelAnswers],
     path: str,
     batches: list[dict[str, Any]],
     run: str = "",
     elapsed: float = 0.0,
 ) -> dict[str, Any]:
-    """Write the output atomically, then the report (a JSON file and Prefect artifacts)."""
+    """Join the answers onto the rows and write the output a chunk of rows at a time (the
+    file appears whole, atomically), then the report (a JSON file and Prefect artifacts).
+    Returns the report."""
     started = time.perf_counter()
-    write_table(output, path)
-    report = build_report(config, table, output, batches, path)
-    add(run, "write", started, time.perf_counter())
+    chunks = join_chunks(table, config, per_model)
+    mark = time.perf_counter()
+    chunk: pa.Table | None = next(chunks)
+    add(run, "join", mark, time.perf_counter())
+    slim: list[pa.Table] = []
+    assert chunk is not None
+    with table_writer(path, chunk.schema) as write:
+        while chunk is not None:
+            mark = time.perf_counter()
+            write(chunk)
+            add(run, "write", mark, time.perf_counter())
+            slim.append(report_columns(chunk))
+            mark = time.perf_counter()
+            chunk = next(chunks, None)
+            add(run, "join", mark, time.perf_counter())
+    report = build_report(config, table, pa.concat_tables(slim), batches, path)
     report["timings"] = take(run, elapsed + time.perf_counter() - started)
     if "://" not in path:
         Path(path + ".report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 from tablebatch.api import Batch, BatchClient
 from tablebatch.crash import crash_point
 from tablebatch.jobs.config import JobConfig
+from tablebatch.jobs.spool import Spool
 from tablebatch.jobs.submit import BatchWatcher, Progress, Sendable, ShardOutcome, send_shard
 
 
@@ -27,6 +28,7 @@ def shard_task(
     existing: Mapping[str, Batch] | None = None,
     progress: Progress | None = None,
     watcher: BatchWatcher | None = None,
+    spool: Spool | None = None,
     run: str = "",
 ) -> ShardOutcome:
     """Render the shard's requests, find or create its batch and send what it lacks, wait
@@ -52,7 +54,18 @@ def shard_task(
             )
 
     outcome = send_shard(
-        client, config, rows, name, model, stage, attempt, existing, run, on_progress, watcher
+        client,
+        config,
+        rows,
+        name,
+        model,
+        stage,
+        attempt,
+        existing,
+        run,
+        on_progress,
+        watcher,
+        spool,
     )
     results = outcome.results
     failed = pc.sum(pc.equal(results["status"], "failed")).as_py() or 0

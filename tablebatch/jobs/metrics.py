@@ -52,7 +52,11 @@ def classification_metrics(
 
 def length_stats(texts: Sequence[str]) -> dict[str, float]:
     """Word counts of texts: mean, median, min, max."""
-    words = [len(t.split()) for t in texts]
+    return word_stats([len(t.split()) for t in texts])
+
+
+def word_stats(words: Sequence[int]) -> dict[str, float]:
+    """Word counts: how many, mean, median, min, max."""
     if not words:
         return {"count": 0}
     return {

@@ -7,7 +7,7 @@ its status and error, not a gap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +19,12 @@ from tablebatch.jobs.config import OUTPUT_COLUMNS, JobConfig
 from tablebatch.jobs.metrics import (
     classification_metrics,
     evaluation_stats,
-    length_stats,
     mean,
     rouge,
+    word_stats,
 )
 from tablebatch.jobs.scoring import judge_verdict, normalize_label, score_answer
-from tablebatch.jobs.submit import RESULT_SCHEMA
+from tablebatch.jobs.spool import Spool, text_column
 
 KIND_COLUMNS = {
     "classification": ("label",),
@@ -41,6 +41,31 @@ class ModelAnswers:
     plan: Plan
     results: pa.Table
     judged: pa.Table | None = None
+    spool: Spool | None = None  # where the texts of spooled results are
+
+    def with_skipped(self) -> pa.Table:
+        """The results and a row per skipped row (status ``skipped``, why in ``error``)."""
+        results = self.results
+        if not self.plan.skipped:
+            return results
+        n = len(self.plan.skipped)
+        columns: dict[str, Any] = {
+            "custom_id": pa.array(list(self.plan.skipped), pa.string()),
+            "status": pa.array(["skipped"] * n, pa.string()),
+            "error": pa.array(list(self.plan.skipped.values()), pa.string()),
+        }
+        extra = pa.table(
+            {
+                name: columns.get(name, pa.nulls(n, field.type))
+                for name, field in zip(results.schema.names, results.schema, strict=True)
+            }
+        )
+        for name in ("prompt_tokens", "completion_tokens", "attempts"):
+            if name in extra.column_names:
+                index = extra.schema.get_field_index(name)
+                zeros = pa.array([0] * n, extra.schema.field(name).type)
+                extra = extra.set_column(index, name, zeros)
+        return pa.concat_tables([results, extra])
 
 
 def _input_columns(table: pa.Table, config: JobConfig) -> pa.Table:
@@ -50,35 +75,16 @@ def _input_columns(table: pa.Table, config: JobConfig) -> pa.Table:
     return table.rename_columns(names)
 
 
-def _answer_columns(answers: ModelAnswers) -> pa.Table:
-    """The answer columns, one row per input row in input order (an Arrow lookup)."""
-    plan = answers.plan
-    results = answers.results.select([*RESULT_SCHEMA.names, "attempts"])
-    if plan.skipped:
-        n = len(plan.skipped)
-        skipped = pa.table(
-            {
-                "custom_id": list(plan.skipped),
-                "status": ["skipped"] * n,
-                "answer": pa.nulls(n, pa.string()),
-                "error": list(plan.skipped.values()),
-                "batch_id": pa.nulls(n, pa.string()),
-                "prompt_tokens": pa.array([0] * n, pa.int64()),
-                "completion_tokens": pa.array([0] * n, pa.int64()),
-                "attempts": pa.array([0] * n, pa.int32()),
-            }
-        )
-        results = pa.concat_tables([results, skipped.cast(results.schema)])
-    # each input row's position among the results (custom_ids are unique there), then the
-    # results taken in input order: one copy, no sort
-    position = pc.index_in(plan.custom_ids, value_set=results["custom_id"])
+def _answer_columns(answers: ModelAnswers, results: pa.Table, position: pa.Array) -> pa.Table:
+    """The answer columns of some input rows: ``position`` is each row's index among
+    ``results`` (null for a row with no result), so this is one take, no sort."""
     joined = results.take(position)
     lost = pc.is_null(joined["status"])
     columns = {
-        "answer": joined["answer"],
+        "answer": text_column(joined, "answer", answers.spool),
         "status": pc.if_else(lost, "failed", joined["status"]),
         "error": pc.if_else(lost, "no result was collected for this row", joined["error"]),
-        "batch_id": joined["batch_id"],
+        "batch_id": text_column(joined, "batch_id", answers.spool),
         "attempts": pc.fill_null(joined["attempts"], 0).cast(pa.int32()),
         "prompt_tokens": pc.fill_null(joined["prompt_tokens"], 0),
         "completion_tokens": pc.fill_null(joined["completion_tokens"], 0),
@@ -116,8 +122,14 @@ def normalized_labels(texts: pa.ChunkedArray | pa.Array, labels: list[str]) -> p
 
 
 def _kind_columns(
-    table: pa.Table, config: JobConfig, answers: ModelAnswers, base: pa.Table
+    table: pa.Table,
+    config: JobConfig,
+    answers: ModelAnswers,
+    base: pa.Table,
+    custom_ids: pa.Array,
+    verdicts: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
+    """The columns of the job's kind for these rows (``table``: their input rows)."""
     done_mask = pc.equal(base["status"], "completed")
     if config.kind == "classification":
         return {"label": _labels(base["answer"], done_mask, config)}
@@ -139,11 +151,8 @@ def _kind_columns(
         return out
     refs = column_texts(table, config.reference_column or "")
     if config.scoring == "judge" and config.judge is not None:
-        verdicts: dict[str, str | None] = {}
-        if answers.judged is not None:
-            for row in answers.judged.select(["custom_id", "status", "answer"]).to_pylist():
-                verdicts[row["custom_id"]] = row["answer"] if row["status"] == "completed" else None
-        judge_texts = [verdicts.get(c) for c in answers.plan.custom_ids.to_pylist()]
+        verdicts = verdicts or {}
+        judge_texts = [verdicts.get(c) for c in custom_ids.to_pylist()]
         scores = [
             judge_verdict(j, config.judge.pass_labels, config.judge.fail_labels) if ok else None
             for j, ok in zip(judge_texts, done, strict=True)
@@ -180,28 +189,82 @@ _TYPES = {
 }
 
 
-def join(table: pa.Table, config: JobConfig, per_model: Sequence[ModelAnswers]) -> pa.Table:
-    """The output table: input columns + answer columns, one row per input row and model."""
+JOIN_ROWS = 50_000  # input rows joined and written at a time
+
+
+def _verdicts(answers: ModelAnswers) -> dict[str, str | None]:
+    """The judge's answer per custom_id (None where the judge failed)."""
+    judged = answers.judged
+    if judged is None:
+        return {}
+    texts = text_column(judged, "answer", answers.spool).to_pylist()
+    ok = [s == "completed" for s in judged["status"].to_pylist()]
+    ids = judged["custom_id"].to_pylist()
+    return {c: t if good else None for c, t, good in zip(ids, texts, ok, strict=True)}
+
+
+def join_chunks(
+    table: pa.Table,
+    config: JobConfig,
+    per_model: Sequence[ModelAnswers],
+    rows: int = JOIN_ROWS,
+) -> Iterator[pa.Table]:
+    """The output table a chunk of input rows at a time: input columns + answer columns,
+    one row per input row and model, in input order. Spooled answers are read back
+    chunk by chunk, so the whole output is never in memory."""
     inputs = _input_columns(table, config)
-    parts = []
+    prepared = []
     for answers in per_model:
-        base = _answer_columns(answers)
-        extra = _kind_columns(table, config, answers, base)
-        part = inputs
-        for name in base.column_names:
-            part = part.append_column(name, base[name].cast(_TYPES[name]))
-        for name, values in extra.items():
-            if isinstance(values, pa.Array | pa.ChunkedArray):
-                column = values.cast(_TYPES[name])
-            else:
-                column = pa.array(values, type=_TYPES[name])
-            part = part.append_column(name, column)
-        parts.append(part)
-    if len(parts) == 1:
-        return parts[0]
-    rows = table.num_rows
-    order = [k * rows + i for i in range(rows) for k in range(len(parts))]
-    return pa.concat_tables(parts).take(pa.array(order))
+        results = answers.with_skipped()
+        position = pc.index_in(answers.plan.custom_ids, value_set=results["custom_id"])
+        verdicts = _verdicts(answers) if config.scoring == "judge" else None
+        prepared.append((answers, results, position, verdicts))
+    for start in range(0, max(table.num_rows, 1), rows):
+        parts = []
+        for answers, results, position, verdicts in prepared:
+            base = _answer_columns(answers, results, position.slice(start, rows))
+            custom_ids = answers.plan.custom_ids.slice(start, rows)
+            extra = _kind_columns(
+                table.slice(start, rows), config, answers, base, custom_ids, verdicts
+            )
+            part = inputs.slice(start, rows)
+            for name in base.column_names:
+                part = part.append_column(name, base[name].cast(_TYPES[name]))
+            for name, values in extra.items():
+                if isinstance(values, pa.Array | pa.ChunkedArray):
+                    column = values.cast(_TYPES[name])
+                else:
+                    column = pa.array(values, type=_TYPES[name])
+                part = part.append_column(name, column)
+            parts.append(part)
+        if len(parts) == 1:
+            yield parts[0]
+            continue
+        n = parts[0].num_rows
+        order = [k * n + i for i in range(n) for k in range(len(parts))]
+        yield pa.concat_tables(parts).take(pa.array(order, pa.int64()))
+
+
+def join(table: pa.Table, config: JobConfig, per_model: Sequence[ModelAnswers]) -> pa.Table:
+    """The whole output table at once (``join_chunks`` joined)."""
+    return pa.concat_tables(list(join_chunks(table, config, per_model)))
+
+
+REPORT_DROPS = ("answer", "error", "batch_id", "judge_answer")  # texts the report needs not
+
+
+def report_columns(chunk: pa.Table) -> pa.Table:
+    """What the report needs of an output chunk: the output columns but no long text (a
+    summary becomes its word count), so that a million rows of it stay small."""
+    keep = [n for n in chunk.column_names if n in _TYPES]
+    slim = chunk.select([n for n in keep if n not in REPORT_DROPS and n != "summary"])
+    if "summary" in chunk.column_names:
+        words = pa.array(
+            [None if s is None else len(s.split()) for s in chunk["summary"].to_pylist()],
+            pa.int32(),
+        )
+        slim = slim.append_column("summary_words", words)
+    return slim
 
 
 # -- the report --------------------------------------------------------------------
@@ -244,8 +307,11 @@ def build_report(
         if config.gold_column:
             report["gold"] = _gold_metrics(config, table, output)
     elif config.kind == "summarization":
-        summaries = [s for s in output.column("summary").to_pylist() if s is not None]
-        report["summary_lengths"] = length_stats(summaries)
+        if "summary_words" in output.column_names:
+            words = [w for w in output.column("summary_words").to_pylist() if w is not None]
+        else:
+            words = [len(s.split()) for s in output.column("summary").to_pylist() if s is not None]
+        report["summary_lengths"] = word_stats(words)
         if config.reference_column:
             report["rouge"] = {
                 name: mean(output.column(name).to_pylist())

@@ -27,6 +27,7 @@ from tablebatch.api import (
 from tablebatch.crash import crash_point
 from tablebatch.jobs.build import Requests
 from tablebatch.jobs.config import JobConfig
+from tablebatch.jobs.spool import Spool
 from tablebatch.jobs.timing import timed
 
 RESULT_SCHEMA = pa.schema(
@@ -277,9 +278,11 @@ def send_shard(
     run: str = "",
     on_progress: Callable[[Batch], None] | None = None,
     watcher: BatchWatcher | None = None,
+    spool: Spool | None = None,
 ) -> ShardOutcome:
     """Render a shard, submit it (more than one batch only when its bytes need it), wait
-    for it, collect it. The rendered requests are dropped once sent."""
+    for it, collect it. The rendered requests are dropped once sent; with a ``spool``,
+    the results' texts are written to it and the outcome keeps the rest."""
     with timed(run, "build"):
         requests, skipped = rows.render()
         pieces = requests.shards(config.batch.max_requests, config.batch.max_bytes)
@@ -327,6 +330,8 @@ def send_shard(
         left_out = pa.array(list(skipped), pa.string())
         tables.append(_rows(left_out, "skipped", list(skipped.values()), None))
     results = pa.concat_tables(tables) if tables else results_table()
+    if spool is not None:  # the texts go to disk; the run keeps what it decides with
+        results = spool.put(results)
     return ShardOutcome(batches, results, sent)
 
 

@@ -80,6 +80,7 @@ def test_classification_joins_every_row_in_order(project) -> None:
     saved = json.loads((root / "data/output/sentiment.parquet.report.json").read_text())
     assert saved["rows_by_status"] == {"completed": 6}
     assert saved["tokens"] == report["tokens"]
+    assert not (root / ".tablebatch" / "spool").exists()  # answers were spooled, then removed
 
 
 def test_the_same_config_twice_sends_nothing_new(project) -> None:

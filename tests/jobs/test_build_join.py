@@ -239,3 +239,37 @@ def test_progress_reports_at_most_every_so_often_and_at_the_end() -> None:
     progress.update(batch("b", 10))
     progress.update(batch("c", 10))  # all ended: reported at once
     assert reports == [(1, 30), (14, 30), (30, 30)]
+
+
+def test_spooled_answers_join_chunk_by_chunk_as_in_memory(tmp_path) -> None:
+    from tablebatch.io import read_table, table_writer
+    from tablebatch.jobs.results import join_chunks
+    from tablebatch.jobs.spool import Spool
+
+    config = _config(gold_column="label")
+    table = _table(23)
+    ids = check_table(table, config, "x")
+    plan = build_requests(table, config, ids, "m")
+    cids = plan.custom_ids.to_pylist()
+    rows = [(c, "completed", f"positive {i}", None, f"b{i % 3}", 10, 1) for i, c in enumerate(cids)]
+    random.Random(7).shuffle(rows)
+    columns = dict(zip(RESULT_SCHEMA.names, zip(*rows, strict=True), strict=True))
+    results = results_table({k: list(v) for k, v in columns.items()})
+    spool = Spool(tmp_path / "spool")
+    slim = pa.concat_tables([spool.put(results.slice(s, 5)) for s in range(0, 23, 5)])
+    assert "answer" not in slim.column_names and len(list((tmp_path / "spool").iterdir())) == 5
+    slim = slim.append_column("attempts", pa.array([1] * 23, pa.int32()))
+    full = results.append_column("attempts", pa.array([1] * 23, pa.int32()))
+    expected = join(table, config, [ModelAnswers(plan, full)])
+    spooled = ModelAnswers(plan, slim, spool=spool)
+    chunks = list(join_chunks(table, config, [spooled], rows=4))
+    assert [c.num_rows for c in chunks] == [4, 4, 4, 4, 4, 3]
+    assert pa.concat_tables(chunks).equals(expected)
+    for suffix in (".parquet", ".csv"):
+        path = str(tmp_path / f"out{suffix}")
+        with table_writer(path, chunks[0].schema) as write:
+            for chunk in chunks:
+                write(chunk)
+        assert read_table(path)["answer"].to_pylist() == expected["answer"].to_pylist()
+    spool.remove()
+    assert not (tmp_path / "spool").exists()

@@ -1,0 +1,91 @@
+"""A run's results on disk: what grows with the answers stays out of memory.
+
+Each shard writes the text of its results (the answers, and the batch ids) to a
+Parquet file of its own as soon as it has collected them, and keeps in memory
+only what the run decides with: custom_id, status, error, tokens, and where the
+row's text is (``_file``, ``_row``). The output is then written a chunk of rows
+at a time, each chunk reading back the texts it needs. So a run's memory does not
+grow with the size of its answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+SPOOLED = ("answer", "batch_id")  # the columns that live on disk
+CACHED_FILES = 8  # files kept in memory while the output is written (a shard each)
+
+
+class Spool:
+    """A folder of result files, written by shards in any thread, read by the writer."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder  # made by the first ``put``
+        self._lock = threading.Lock()
+        self._next = 0
+        self._cache: OrderedDict[int, pa.Table] = OrderedDict()
+
+    def put(self, results: pa.Table) -> pa.Table:
+        """Write the text columns of ``results`` to a file; the other columns, with
+        ``_file`` and ``_row`` saying where each row's text is."""
+        with self._lock:
+            number = self._next
+            self._next += 1
+            self.folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(results.select(list(SPOOLED)), self._path(number))
+        n = results.num_rows
+        slim = results.drop_columns(list(SPOOLED))
+        slim = slim.append_column("_file", pa.array([number] * n, pa.int32()))
+        return slim.append_column("_row", pa.array(range(n), pa.int32()))
+
+    def take(self, files: pa.Array, rows: pa.Array, column: str) -> pa.Array:
+        """``column`` of the results at ``(files[i], rows[i])``; null where the file is."""
+        out: pa.Array = pa.nulls(len(files), pa.string())
+        for number in pc.unique(files.drop_null()).to_pylist():
+            here = pc.fill_null(pc.equal(files, number), False)
+            values = self._read(number)[column].take(rows.filter(here))
+            out = pc.replace_with_mask(out, here, values.combine_chunks())
+        return out
+
+    def _read(self, number: int) -> pa.Table:
+        with self._lock:
+            if number in self._cache:
+                self._cache.move_to_end(number)
+                return self._cache[number]
+        table = pq.read_table(self._path(number))
+        with self._lock:
+            self._cache[number] = table
+            while len(self._cache) > CACHED_FILES:
+                self._cache.popitem(last=False)
+        return table
+
+    def _path(self, number: int) -> Path:
+        return self.folder / f"results-{number:06d}.parquet"
+
+    def remove(self) -> None:
+        """Delete the folder and its files (the output holds the answers now), and its
+        parent if that is left empty."""
+        self._cache.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.folder.parent.rmdir()
+
+
+def text_column(results: pa.Table, column: str, spool: Spool | None) -> pa.Array:
+    """A text column of result rows: in the table, or read back from the spool."""
+    if column in results.column_names:
+        values = results[column]
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if spool is None:
+        raise ValueError(f"the results have no {column!r} column and no spool to read it from")
+    files = results["_file"].combine_chunks()
+    rows = results["_row"].combine_chunks()
+    return spool.take(files, rows, column)
