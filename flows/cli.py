@@ -281,7 +281,7 @@ def _summary(report: dict[str, Any]) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Show what a run would send, and send nothing."""
     from tablebatch.io import read_table, resolve
-    from tablebatch.jobs.build import build_requests, check_table, estimate_tokens, shard
+    from tablebatch.jobs.build import check_table, estimate_tokens, plan_requests
     from tablebatch.jobs.config import load_config, project_root
     from tablebatch.jobs.errors import JobError
     from tablebatch.jobs.submit import batch_name
@@ -297,18 +297,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     api = config.api.base_url if config.api else "a local server (offline backend)"
     print(f"{config.name} ({config.kind}): {table.num_rows} rows from {path}")
     print(f"  API: {api}")
+    size = config.batch.max_requests
     for model in config.model_names:
-        plan = build_requests(table, config, ids, model)
-        shards = shard(plan.items, config)
-        print(
-            f"  {model}: {len(plan.items)} request(s), {len(plan.skipped)} skipped, "
-            f"{len(shards)} batch(es), ~{estimate_tokens(plan.items)} prompt tokens, "
-            f"{plan.request_bytes} bytes"
-        )
-        for index, part in enumerate(shards):
-            size = sum(len(item) for _, item in part)
+        plan = plan_requests(table, config, ids, model)
+        batches: list[tuple[str, int, int]] = []
+        requests = tokens = total_bytes = 0
+        for index, start in enumerate(range(0, len(plan.rows), size)):
+            # what a run's shard does: render its rows, then split them by bytes if need be
+            rendered, skipped = plan.rows.slice(start, size).render()
+            plan.skipped.update(skipped)
             name = batch_name(config, "answer", config.fingerprint(model), 1, index)
-            print(f"    {name}: {len(part)} requests, {size} bytes")
+            for k, piece in enumerate(rendered.shards(size, config.batch.max_bytes)):
+                batches.append((name if k == 0 else f"{name}-{k}", len(piece), piece.nbytes))
+            requests += len(rendered)
+            tokens += estimate_tokens(rendered)
+            total_bytes += rendered.nbytes
+        print(
+            f"  {model}: {requests} request(s), {len(plan.skipped)} skipped, "
+            f"{len(batches)} batch(es), ~{tokens} prompt tokens, {total_bytes} bytes"
+        )
+        for name, count, nbytes in batches:
+            print(f"    {name}: {count} requests, {nbytes} bytes")
         for custom_id, reason in list(plan.skipped.items())[:5]:
             print(f"    skipped {custom_id}: {reason}")
     if config.scoring == "judge" and config.judge:
