@@ -281,8 +281,16 @@ def test_the_sdk_retries_through_injected_faults() -> None:
         assert sorted(read_jsonl(c, batch.output_file_id)) == sorted(f"r{i}" for i in range(20))
         stored, _ = app.state.store.list_batches(10, None, None, None, dialect="openai")
         assert [b.id for b in stored] == [batch.id]  # retried creates made no second batch
+        headers = {"Authorization": f"Bearer {KEY}"}
+        url = sdk_base_url(root, "openai") + "/batches"
+        direct = [httpx.get(url, headers=headers) for _ in range(40)]
     seen = app.statuses("/openai/v1/")
-    assert 429 in seen and 500 in seen and seen[-1] == 200
+    assert 429 in seen and 500 in seen
+    faulty = [r.json()["error"] for r in direct if r.status_code != 200]
+    assert faulty, "no fault in 40 calls"
+    for error in faulty:  # injected faults speak the dialect too
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] in ("requests", "server_error")
 
 
 def test_batches_of_one_dialect_are_invisible_to_another(server: RunningServer) -> None:

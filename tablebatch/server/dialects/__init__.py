@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tablebatch.server.dialects import openai
+from tablebatch.server.dialects import anthropic, openai
 from tablebatch.server.dialects.common import Dialect
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (openai.DIALECT,)}
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (openai.DIALECT, anthropic.DIALECT)}
 
 
 def dialect_for(path: str) -> Dialect | None:
