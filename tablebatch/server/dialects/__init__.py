@@ -8,6 +8,7 @@ hits every dialect:
     seed        /v1/...                     (the seed spec; the root)
     openai      /openai/v1/...              Files + Batches, as api.openai.com
     anthropic   /anthropic/v1/messages/batches/...   as api.anthropic.com
+    xai         /xai/v1/...                 the REST batches of api.x.ai
 
 An SDK's base URL is the server's root plus the dialect's ``sdk_path``.
 """
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tablebatch.server.dialects import anthropic, openai
+from tablebatch.server.dialects import anthropic, openai, xai
 from tablebatch.server.dialects.common import Dialect
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (openai.DIALECT, anthropic.DIALECT)}
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (openai.DIALECT, anthropic.DIALECT, xai.DIALECT)}
 
 
 def dialect_for(path: str) -> Dialect | None:
