@@ -44,6 +44,11 @@ class DialectLimits(BaseModel):
     xai_max_bytes_per_call: int = Field(
         25 * 2**20, ge=1, description="Bytes of one xAI add-requests call."
     )
+    batch_window_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="How long a dialect batch may run before it expires (the providers' 24 h).",
+    )
 
 
 class FaultSettings(BaseModel):

@@ -39,8 +39,9 @@ BATCH_STATUSES = (
     "failed",
     "cancelling",
     "cancelled",
+    "expired",  # dialect batches only: past their window, pending requests expired
 )
-REQUEST_STATUSES = ("pending", "completed", "failed", "cancelled")
+REQUEST_STATUSES = ("pending", "completed", "failed", "cancelled", "expired")
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 
 _SCHEMA = """
@@ -316,9 +317,14 @@ class Store:
         dialect: str = "seed",
         batch_id: str | None = None,
         meta: dict[str, Any] | None = None,
+        expires_in: float | None = None,
     ) -> Batch:
-        """Create an empty batch (status ``created``); a dialect names its own id."""
+        """Create an empty batch (status ``created``); a dialect names its own id, and a
+        batch with ``expires_in`` (seconds) expires then (see ``expire_due``)."""
         batch_id = batch_id or "batch_" + secrets.token_hex(12)
+        now = self._clock()
+        if expires_in is not None:
+            meta = {**(meta or {}), "expires_at": now + expires_in}
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO batches (id, name, description, model, endpoint, status, created_at,"
@@ -329,7 +335,7 @@ class Store:
                     description,
                     model,
                     endpoint,
-                    self._clock(),
+                    now,
                     dialect,
                     orjson.dumps(meta).decode() if meta else None,
                 ),
@@ -735,6 +741,32 @@ class Store:
                 "cancelled_count = cancelled_count + ? WHERE seq = ? AND status = 'cancelling'",
                 (self._clock(), cur.rowcount, batch_seq),
             )
+
+    def expire_due(self) -> list[str]:
+        """Expire the unfinished batches whose window has passed: their pending requests
+        become ``expired`` (counted with the cancelled ones, and as ``expired_count`` in
+        the meta); answered requests keep their results. Returns the expired batches' ids."""
+        now = self._clock()
+        with self._tx() as conn:
+            due = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status IN "
+                "('created', 'pending', 'processing', 'cancelling') AND meta IS NOT NULL "
+                "AND json_extract(meta, '$.expires_at') <= ?",
+                (now,),
+            ).fetchall()
+            for batch in (Batch(*r) for r in due):
+                cur = conn.execute(
+                    "UPDATE requests SET status = 'expired' "
+                    "WHERE batch_seq = ? AND status = 'pending'",
+                    (batch.seq,),
+                )
+                meta = orjson.dumps({**batch.info, "expired_count": cur.rowcount}).decode()
+                conn.execute(
+                    "UPDATE batches SET status = 'expired', ended_at = ?, meta = ?, "
+                    "cancelled_count = cancelled_count + ? WHERE seq = ?",
+                    (now, meta, cur.rowcount, batch.seq),
+                )
+        return [r[1] for r in due]
 
     def processing_batches(self) -> list[Batch]:
         """Batches being processed, oldest start first."""

@@ -173,7 +173,7 @@ def test_limits_come_from_the_dialect(server_factory) -> None:
     assert (limits.anthropic_max_requests, limits.anthropic_max_bytes) == (100_000, 256 * 2**20)
 
 
-def test_auth_and_version_headers(server: RunningServer) -> None:
+def test_auth_and_version_headers(raw_http: httpx.Client, server: RunningServer) -> None:
     url = sdk_base_url(server.base_url, "anthropic") + "/v1/messages/batches"
     version = {"anthropic-version": "2023-06-01"}
     for headers, status, words in [
@@ -181,15 +181,15 @@ def test_auth_and_version_headers(server: RunningServer) -> None:
         ({**version, "x-api-key": "wrong"}, 401, "invalid x-api-key"),
         ({"x-api-key": KEY}, 400, "anthropic-version"),
     ]:
-        response = httpx.get(url, headers=headers)
+        response = raw_http.get(url, headers=headers)
         assert response.status_code == status
         body = response.json()
         assert body["type"] == "error" and words in body["error"]["message"]
         kind = "authentication_error" if status == 401 else "invalid_request_error"
         assert body["error"]["type"] == kind
         assert "wrong" not in response.text
-    assert httpx.get(url, headers={**version, "x-api-key": KEY}).status_code == 200
-    bearer = httpx.get(url, headers={**version, "Authorization": f"Bearer {KEY}"})
+    assert raw_http.get(url, headers={**version, "x-api-key": KEY}).status_code == 200
+    bearer = raw_http.get(url, headers={**version, "Authorization": f"Bearer {KEY}"})
     assert bearer.status_code == 200
     with (
         sdk(server.base_url, key="wrong", max_retries=0) as wrong,
@@ -216,14 +216,14 @@ def test_pages_go_both_ways(client: anthropic.Anthropic) -> None:
         client.messages.batches.list(before_id=made[0], after_id=made[1])
 
 
-def test_results_wait_for_the_end(server_factory) -> None:
+def test_results_wait_for_the_end(raw_http: httpx.Client, server_factory) -> None:
     server = server_factory(api_keys=[KEY], faults={"processing_delay_s": 30})
     with sdk(server.base_url) as client:
         batch = client.messages.batches.create(requests=[{"custom_id": "r", "params": params("x")}])
         url = (
             sdk_base_url(server.base_url, "anthropic") + f"/v1/messages/batches/{batch.id}/results"
         )
-        early = httpx.get(url, headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"})
+        early = raw_http.get(url, headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"})
     assert early.status_code == 400 and "has not ended yet" in early.json()["error"]["message"]
 
 
@@ -237,7 +237,7 @@ def test_many_results_stream_as_jsonl(client: anthropic.Anthropic) -> None:
     assert len(got) == n and {r.type for r in got.values()} == {"succeeded"}
 
 
-def test_the_sdk_retries_through_injected_faults() -> None:
+def test_the_sdk_retries_through_injected_faults(raw_http: httpx.Client) -> None:
     faults = {
         "seed": 5,
         "rate_limit_rate": 0.1,
@@ -260,7 +260,7 @@ def test_the_sdk_retries_through_injected_faults() -> None:
                 break
             assert client.messages.batches.list().data[0].id == batch.id
         direct = [
-            httpx.get(
+            raw_http.get(
                 sdk_base_url(root, "anthropic") + "/v1/messages/batches",
                 headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"},
             )
@@ -278,8 +278,29 @@ def test_the_sdk_retries_through_injected_faults() -> None:
         )
 
 
-def test_an_anthropic_batch_is_not_an_openai_one(server: RunningServer) -> None:
+def test_an_anthropic_batch_is_not_an_openai_one(
+    raw_http: httpx.Client, server: RunningServer
+) -> None:
     with sdk(server.base_url) as client:
         batch = client.messages.batches.create(requests=[{"custom_id": "r", "params": params("x")}])
     openai_url = sdk_base_url(server.base_url, "openai") + f"/batches/{batch.id}"
-    assert httpx.get(openai_url, headers={"Authorization": f"Bearer {KEY}"}).status_code == 404
+    assert raw_http.get(openai_url, headers={"Authorization": f"Bearer {KEY}"}).status_code == 404
+
+
+def test_a_batch_past_its_window_ends_with_expired_requests(server_factory) -> None:
+    server = server_factory(
+        api_keys=[KEY],
+        dialect_limits={"batch_window_s": 0.4},
+        faults={"processing_rate": 20},
+    )
+    with sdk(server.base_url) as client:
+        batch = client.messages.batches.create(
+            requests=[{"custom_id": f"r{i}", "params": params("Great.")} for i in range(30)]
+        )
+        batch = wait(client, batch.id)
+        got = results(client, batch.id)
+    counts = batch.request_counts
+    assert counts.succeeded > 0 and counts.expired > 0 and counts.canceled == 0
+    assert counts.succeeded + counts.expired == 30
+    kinds = [r.type for r in got.values()]
+    assert (kinds.count("succeeded"), kinds.count("expired")) == (counts.succeeded, counts.expired)

@@ -207,11 +207,13 @@ GOOD = {"input_file_id": "f", "endpoint": ENDPOINT, "completion_window": "24h"}
         ({"metadata": {str(i): "v" for i in range(17)}}, "metadata", "16 pairs"),
     ],
 )
-def test_create_refuses_a_bad_call_at_once(server: RunningServer, change, param, words) -> None:
+def test_create_refuses_a_bad_call_at_once(
+    raw_http, server: RunningServer, change, param, words
+) -> None:
     body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     headers = {"Authorization": f"Bearer {KEY}"}
     url = sdk_base_url(server.base_url, "openai") + "/batches"
-    response = httpx.post(url, json=body, headers=headers)
+    response = raw_http.post(url, json=body, headers=headers)
     assert response.status_code in (400, 404)
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -219,22 +221,22 @@ def test_create_refuses_a_bad_call_at_once(server: RunningServer, change, param,
     assert words in error["message"]
 
 
-def test_upload_checks_its_parts(server: RunningServer) -> None:
+def test_upload_checks_its_parts(raw_http: httpx.Client, server: RunningServer) -> None:
     url = sdk_base_url(server.base_url, "openai") + "/files"
     headers = {"Authorization": f"Bearer {KEY}"}
-    no_purpose = httpx.post(url, files={"file": ("a.jsonl", b"{}")}, headers=headers)
+    no_purpose = raw_http.post(url, files={"file": ("a.jsonl", b"{}")}, headers=headers)
     assert no_purpose.status_code == 400 and no_purpose.json()["error"]["param"] == "purpose"
-    wrong = httpx.post(
+    wrong = raw_http.post(
         url, files={"file": ("a.jsonl", b"{}")}, data={"purpose": "fine-tune"}, headers=headers
     )
     assert wrong.status_code == 400 and "purpose 'batch'" in wrong.json()["error"]["message"]
-    no_file = httpx.post(url, data={"purpose": "batch"}, headers=headers)
+    no_file = raw_http.post(url, data={"purpose": "batch"}, headers=headers)
     assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
-    missing = httpx.get(url + "/file-nope", headers=headers)
+    missing = raw_http.get(url + "/file-nope", headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "id"
 
 
-def test_auth_errors_are_in_openais_shape(server: RunningServer) -> None:
+def test_auth_errors_are_in_openais_shape(raw_http: httpx.Client, server: RunningServer) -> None:
     with (
         sdk(server, key="sk-wrong", max_retries=0) as wrong,
         pytest.raises(openai.AuthenticationError) as caught,
@@ -243,7 +245,7 @@ def test_auth_errors_are_in_openais_shape(server: RunningServer) -> None:
     assert caught.value.status_code == 401
     assert caught.value.body["code"] == "invalid_api_key"
     assert "sk-wrong" not in str(caught.value.body)
-    bare = httpx.get(sdk_base_url(server.base_url, "openai") + "/batches")
+    bare = raw_http.get(sdk_base_url(server.base_url, "openai") + "/batches")
     assert bare.status_code == 401
     assert "Authorization: Bearer" in bare.json()["error"]["message"]
     assert bare.json()["error"]["type"] == "invalid_request_error"
@@ -264,7 +266,7 @@ def test_the_sdk_pages_through_batches(client: openai.OpenAI) -> None:
         client.batches.list(limit=0)
 
 
-def test_the_sdk_retries_through_injected_faults() -> None:
+def test_the_sdk_retries_through_injected_faults(raw_http: httpx.Client) -> None:
     faults = {"seed": 3, "rate_limit_rate": 0.25, "server_error_rate": 0.15, "retry_after_s": 0.01}
     app = StatusRecorder(create_app(ServerSettings(api_keys=[KEY], faults=faults)))
     with (
@@ -283,7 +285,7 @@ def test_the_sdk_retries_through_injected_faults() -> None:
         assert [b.id for b in stored] == [batch.id]  # retried creates made no second batch
         headers = {"Authorization": f"Bearer {KEY}"}
         url = sdk_base_url(root, "openai") + "/batches"
-        direct = [httpx.get(url, headers=headers) for _ in range(40)]
+        direct = [raw_http.get(url, headers=headers) for _ in range(40)]
     seen = app.statuses("/openai/v1/")
     assert 429 in seen and 500 in seen
     faulty = [r.json()["error"] for r in direct if r.status_code != 200]
@@ -293,16 +295,18 @@ def test_the_sdk_retries_through_injected_faults() -> None:
         assert error["type"] in ("requests", "server_error")
 
 
-def test_batches_of_one_dialect_are_invisible_to_another(server: RunningServer) -> None:
+def test_batches_of_one_dialect_are_invisible_to_another(
+    raw_http: httpx.Client, server: RunningServer
+) -> None:
     with sdk(server) as client:
         batch = client.batches.create(
             input_file_id=upload(client, [line("r")]), endpoint=ENDPOINT, completion_window="24h"
         )
     headers = {"Authorization": f"Bearer {KEY}"}
-    seed = httpx.get(f"{server.url}/batches/{batch.id}", headers=headers)
+    seed = raw_http.get(f"{server.url}/batches/{batch.id}", headers=headers)
     assert seed.status_code == 404 and seed.json()["error"]["type"] == "not_found_error"
-    assert httpx.get(server.url + "/batches", headers=headers).json()["data"] == []
-    route = httpx.get(server.base_url + "/openai/v1/nothing", headers=headers)
+    assert raw_http.get(server.url + "/batches", headers=headers).json()["data"] == []
+    route = raw_http.get(server.base_url + "/openai/v1/nothing", headers=headers)
     assert route.status_code == 404 and set(route.json()["error"]) == {
         "message",
         "type",
@@ -318,3 +322,26 @@ def test_an_idempotency_key_makes_create_safe_to_retry(client: openai.OpenAI) ->
     again = client.batches.create(**args, extra_headers={"Idempotency-Key": "k1"})
     assert first.id == again.id
     assert len(client.batches.list().data) == 1
+
+
+def test_a_batch_past_its_window_expires_and_keeps_its_results(server_factory) -> None:
+    server = server_factory(
+        api_keys=[KEY],
+        dialect_limits={"batch_window_s": 0.4},
+        faults={"processing_rate": 20},
+    )
+    with sdk(server) as client:
+        batch = client.batches.create(
+            input_file_id=upload(client, [line(f"r{i}") for i in range(30)]),
+            endpoint=ENDPOINT,
+            completion_window="24h",
+        )
+        assert batch.expires_at - batch.created_at <= 1
+        batch = wait(client, batch.id)
+        assert batch.status == "expired" and batch.expired_at
+        done = read_jsonl(client, batch.output_file_id)
+        expired = read_jsonl(client, batch.error_file_id)
+    assert done and expired and sorted([*done, *expired]) == sorted(f"r{i}" for i in range(30))
+    assert batch.request_counts.completed == len(done)
+    assert {e["error"]["code"] for e in expired.values()} == {"batch_expired"}
+    assert all(e["response"] is None for e in expired.values())

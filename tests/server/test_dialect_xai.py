@@ -180,12 +180,12 @@ def test_cancel_with_the_colon_path(server_factory) -> None:
         assert http.post(f"/batches/{batch_id}:cancel").json()["state"] == state  # as it is
 
 
-def test_auth_errors_are_in_xais_shape(server: RunningServer) -> None:
+def test_auth_errors_are_in_xais_shape(raw_http: httpx.Client, server: RunningServer) -> None:
     url = sdk_base_url(server.base_url, "xai") + "/batches"
-    missing = httpx.get(url)
+    missing = raw_http.get(url)
     assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["error"]
     assert set(missing.json()) == {"code", "error"}
-    wrong = httpx.get(url, headers={"Authorization": "Bearer xai-wrong"})
+    wrong = raw_http.get(url, headers={"Authorization": "Bearer xai-wrong"})
     assert wrong.status_code == 400 and wrong.json()["code"] == INVALID  # as xAI answers
     assert "Incorrect API key" in wrong.json()["error"] and "xai-wrong" not in wrong.text
 
@@ -264,3 +264,18 @@ def test_faults_are_retried_through_and_keyed_adds_happen_once() -> None:
     seen = app.statuses("/xai/v1/")
     assert {429, 500} <= set(seen)
     assert any(method == "POST" and status == 500 for method, _, status in app.seen)
+
+
+def test_a_batch_past_its_expire_time_stops_taking_and_processing(server_factory) -> None:
+    server = server_factory(
+        api_keys=[KEY], dialect_limits={"batch_window_s": 0.4}, faults={"processing_rate": 20}
+    )
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=sdk_base_url(server.base_url, "xai"), headers=headers) as http:
+        batch_id = http.post("/batches", json={"name": "slow"}).json()["batch_id"]
+        add(http, batch_id, [item(f"r{i}") for i in range(30)]).raise_for_status()
+        state = wait(http, batch_id)["state"]
+        assert state["num_success"] > 0 and state["num_cancelled"] > 0
+        assert state["num_success"] + state["num_cancelled"] == 30
+        late = add(http, batch_id, [item("late")])
+    assert late.status_code == 400 and "expired" in late.json()["error"]

@@ -30,10 +30,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from tablebatch.server.dialects.common import (
-    WINDOW_S,
     Dialect,
     bearer_token,
     caller_of,
+    expires_at,
     json_response,
     keys_required,
     parse_object,
@@ -259,7 +259,7 @@ def batch_object(batch: Batch, root: str) -> dict[str, Any]:
         "processing_status": status,
         "request_counts": counts,
         "created_at": rfc3339(batch.created_at),
-        "expires_at": rfc3339(batch.created_at + WINDOW_S),
+        "expires_at": rfc3339(expires_at(batch)),
         "ended_at": rfc3339(batch.ended_at) if ended else None,
         "cancel_initiated_at": rfc3339(batch.cancel_requested_at),
         "archived_at": None,
@@ -327,7 +327,15 @@ async def create_batch(request: Request, who: str = Depends(caller)) -> Response
                 rejected[custom_id] = {"type": "invalid_request_error", "message": problem}
             items.append((custom_id, orjson.dumps(body if body is not None else params)))
         batch_id = "msgbatch_" + secrets.token_hex(12)
-        srv.store.create_batch(batch_id, None, None, ENDPOINT, dialect=NAME, batch_id=batch_id)
+        srv.store.create_batch(
+            batch_id,
+            None,
+            None,
+            ENDPOINT,
+            dialect=NAME,
+            batch_id=batch_id,
+            expires_in=limits.batch_window_s,
+        )
         srv.store.add_requests(batch_id, items, dialect=NAME, rejected=rejected)
         batch = srv.store.start(batch_id, NAME)
         srv.worker.wake()

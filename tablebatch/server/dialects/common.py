@@ -22,11 +22,11 @@ from fastapi.responses import Response
 
 from tablebatch.server.errors import InvalidRequest
 from tablebatch.server.settings import ServerSettings
-from tablebatch.server.store import Store
+from tablebatch.server.store import Batch, Store
 from tablebatch.server.worker import Worker
 
 JSON = "application/json"
-WINDOW_S = 24 * 3600  # every provider's batch window: a batch expires a day after creation
+WINDOW_S = 24 * 3600  # the providers' batch window (the default of ``batch_window_s``)
 
 ErrorBody = Callable[[int, str, str, dict[str, Any]], dict[str, Any]]
 
@@ -84,6 +84,11 @@ def bearer_token(request: Request) -> str | None:
 def json_response(data: Any, status_code: int = 200) -> Response:
     """A JSON answer encoded with orjson."""
     return Response(orjson.dumps(data), status_code, media_type=JSON)
+
+
+def expires_at(batch: Batch) -> float:
+    """When a dialect batch expires (epoch seconds): its window after its creation."""
+    return float(batch.info.get("expires_at", batch.created_at + WINDOW_S))
 
 
 def rfc3339(ts: float | None) -> str | None:

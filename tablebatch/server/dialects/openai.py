@@ -29,10 +29,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from tablebatch.server.dialects.common import (
-    WINDOW_S,
     Dialect,
     bearer_token,
     caller_of,
+    expires_at,
     json_response,
     keys_required,
     parse_object,
@@ -162,7 +162,7 @@ def batch_object(batch: Batch) -> dict[str, Any]:
         "error_file_id": info.get("error_file_id"),
         "created_at": int(batch.created_at),
         "in_progress_at": _ts(batch.started_at),
-        "expires_at": int(batch.created_at) + WINDOW_S,
+        "expires_at": int(expires_at(batch)),
         "finalizing_at": ended if status in ("completed", "expired") else None,
         "completed_at": ended if status == "completed" else None,
         "failed_at": ended if status == "failed" else None,
@@ -518,6 +518,7 @@ async def create_batch(request: Request, who: str = Depends(caller)) -> Response
                 "completion_window": spec["completion_window"],
                 "metadata": metadata,
             },
+            expires_in=limits.batch_window_s,
         )
         answer = batch_object(batch)  # as OpenAI answers: the batch is validating
         if errors:

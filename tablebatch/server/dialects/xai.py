@@ -30,10 +30,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from tablebatch.server.dialects.common import (
-    WINDOW_S,
     Dialect,
     bearer_token,
     caller_of,
+    expires_at,
     json_response,
     keys_required,
     parse_object,
@@ -88,6 +88,7 @@ STATES = {
     "completed": "STATE_SUCCEEDED",
     "failed": "STATE_FAILED",
     "cancelled": "STATE_CANCELLED",
+    "expired": "STATE_CANCELLED",  # xAI has no expired state: it stops what is pending
 }
 
 
@@ -156,7 +157,7 @@ def batch_object(batch: Batch) -> dict[str, Any]:
         "batch_id": batch.id,
         "name": batch.name,
         "create_time": rfc3339(batch.created_at),
-        "expire_time": rfc3339(batch.created_at + WINDOW_S),
+        "expire_time": rfc3339(expires_at(batch)),
         "create_api_key_id": info.get("api_key_id", ""),
         "state": {
             "num_requests": batch.request_count,
@@ -283,6 +284,7 @@ async def create_batch(request: Request, who: str = Depends(caller)) -> Response
             dialect=NAME,
             batch_id="batch_" + str(uuid.uuid4()),
             meta={"api_key_id": who},
+            expires_in=srv.settings.dialect_limits.batch_window_s,
         )
         return 200, orjson.dumps(batch_object(batch))
 
