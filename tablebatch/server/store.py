@@ -379,9 +379,9 @@ class Store:
                     "SELECT seq FROM batches WHERE id = ? AND dialect = ?", (cursor, dialect)
                 ).fetchone()
                 if row is None:
+                    edge = "last batch of the previous" if what == "after" else "first batch of a"
                     raise InvalidRequest(
-                        f"{what}: no batch {cursor!r}; pass the id of the last batch of the "
-                        "previous page."
+                        f"{what}: no batch {cursor!r}; pass the id of the {edge} page."
                     )
                 clauses.append(f"seq {op} ?")
                 params.append(row[0])

@@ -262,7 +262,8 @@ def read_input(
             continue
         custom_id, body = request["custom_id"], request["body"]
         seen[custom_id] = number
-        model = model or body.get("model")
+        if model is None and isinstance(body.get("model"), str):
+            model = body["model"]
         reason = body_problem(body)
         if reason is not None:
             rejected[custom_id] = {"type": "invalid_request_error", "message": reason + "."}
