@@ -271,6 +271,12 @@ class Store:
             self._conn.close()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several store calls as one transaction (each call joins it): all or none."""
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One transaction; nested uses join the outer one."""
         with self._lock:

@@ -327,17 +327,18 @@ async def create_batch(request: Request, who: str = Depends(caller)) -> Response
                 rejected[custom_id] = {"type": "invalid_request_error", "message": problem}
             items.append((custom_id, orjson.dumps(body if body is not None else params)))
         batch_id = "msgbatch_" + secrets.token_hex(12)
-        srv.store.create_batch(
-            batch_id,
-            None,
-            None,
-            ENDPOINT,
-            dialect=NAME,
-            batch_id=batch_id,
-            expires_in=limits.batch_window_s,
-        )
-        srv.store.add_requests(batch_id, items, dialect=NAME, rejected=rejected)
-        batch = srv.store.start(batch_id, NAME)
+        with srv.store.transaction():  # a crash leaves no batch that never starts
+            srv.store.create_batch(
+                batch_id,
+                None,
+                None,
+                ENDPOINT,
+                dialect=NAME,
+                batch_id=batch_id,
+                expires_in=limits.batch_window_s,
+            )
+            srv.store.add_requests(batch_id, items, dialect=NAME, rejected=rejected)
+            batch = srv.store.start(batch_id, NAME)
         srv.worker.wake()
         return 200, orjson.dumps(batch_object(batch, _root(request)))
 

@@ -507,27 +507,28 @@ async def create_batch(request: Request, who: str = Depends(caller)) -> Response
             stored.content, spec["endpoint"], limits.openai_max_requests, limits.openai_max_bytes
         )
         metadata = spec.get("metadata")
-        batch = srv.store.create_batch(
-            (metadata or {}).get("name") or stored.id,
-            (metadata or {}).get("description"),
-            model,
-            spec["endpoint"],
-            dialect=NAME,
-            batch_id="batch_" + secrets.token_hex(16),
-            meta={
-                "input_file_id": stored.id,
-                "completion_window": spec["completion_window"],
-                "metadata": metadata,
-            },
-            expires_in=limits.batch_window_s,
-        )
-        answer = batch_object(batch)  # as OpenAI answers: the batch is validating
-        if errors:
-            srv.store.reject(batch.id, NAME, {"object": "list", "data": errors})
-        else:
-            srv.store.add_requests(batch.id, items, dialect=NAME, rejected=rejected)
-            srv.store.start(batch.id, NAME)
-            srv.worker.wake()
+        with srv.store.transaction():  # a crash leaves no batch that never starts
+            batch = srv.store.create_batch(
+                (metadata or {}).get("name") or stored.id,
+                (metadata or {}).get("description"),
+                model,
+                spec["endpoint"],
+                dialect=NAME,
+                batch_id="batch_" + secrets.token_hex(16),
+                meta={
+                    "input_file_id": stored.id,
+                    "completion_window": spec["completion_window"],
+                    "metadata": metadata,
+                },
+                expires_in=limits.batch_window_s,
+            )
+            answer = batch_object(batch)  # as OpenAI answers: the batch is validating
+            if errors:
+                srv.store.reject(batch.id, NAME, {"object": "list", "data": errors})
+            else:
+                srv.store.add_requests(batch.id, items, dialect=NAME, rejected=rejected)
+                srv.store.start(batch.id, NAME)
+        srv.worker.wake()
         return 200, orjson.dumps(answer)
 
     return await idempotent_post(
