@@ -141,6 +141,7 @@ def test_cancel_through_the_sdk(server_factory) -> None:
     [
         (["has space"], "String should match pattern"),
         (["x" * 65], "String should match pattern"),
+        (["ends-in-newline\n"], "String should match pattern"),
         (["a", "b", "a"], "repeats requests.0"),
     ],
 )

@@ -294,7 +294,7 @@ def _parse_create(raw: bytes, max_requests: int) -> list[tuple[str, Any]]:
         custom_id = item.get("custom_id")
         if extra:
             problems.append(f"requests.{i}.{extra[0]}: Extra inputs are not permitted")
-        elif not isinstance(custom_id, str) or not CUSTOM_ID.match(custom_id):
+        elif not isinstance(custom_id, str) or not CUSTOM_ID.fullmatch(custom_id):
             problems.append(
                 f"requests.{i}.custom_id: String should match pattern '{CUSTOM_ID.pattern}'"
             )
