@@ -40,3 +40,11 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
     """An httpx client for ``server``, based at ``/v1``."""
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def raw_http() -> Iterator[httpx.Client]:
+    """One httpx client with no base URL, for calls made outside an SDK (a client per call
+    would build a TLS context each time, which costs most of a second on a busy machine)."""
+    with httpx.Client(timeout=30) as http:
+        yield http

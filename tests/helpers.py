@@ -72,3 +72,25 @@ def walk(http: httpx.Client, path: str, limit: int, **params: Any) -> list[dict[
             return items
         assert page["data"], "has_more with an empty page"
         after = page["data"][-1]["id"]
+
+
+class StatusRecorder:
+    """An ASGI wrapper that notes ``(method, path, status)`` of every answer of an app, so a
+    test can see the faults a client met and retried through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.state = app.state
+        self.seen: list[tuple[str, str, int]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def note(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.seen.append((scope["method"], scope["path"], message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, note if scope["type"] == "http" else send)
+
+    def statuses(self, prefix: str) -> list[int]:
+        """Statuses answered on paths under ``prefix``, in order."""
+        return [status for _, path, status in self.seen if path.startswith(prefix)]

@@ -21,7 +21,6 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tablebatch.api.models import (
@@ -36,14 +35,15 @@ from tablebatch.api.models import (
     RequestStatus,
 )
 from tablebatch.server.backends import Backend, make_backend
+from tablebatch.server.dialects import DIALECTS, dialect_for, error_payload
 from tablebatch.server.errors import (
     ApiError,
     AuthenticationFailed,
     InvalidRequest,
-    PayloadTooLarge,
     Unprocessable,
 )
 from tablebatch.server.faults import FaultInjector
+from tablebatch.server.idempotency import idempotent_post
 from tablebatch.server.settings import ServerSettings
 from tablebatch.server.store import Store
 from tablebatch.server.validation import parse_add_requests
@@ -52,7 +52,6 @@ from tablebatch.server.worker import Worker
 log = logging.getLogger("tablebatch.server")
 
 JSON = "application/json"
-MAX_IDEMPOTENCY_KEY = 255
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
@@ -71,9 +70,11 @@ def _json(data: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code, media_type=JSON)
 
 
-def _error_response(exc: ApiError) -> Response:
+def _error_response(exc: ApiError, path: str) -> Response:
+    """An error in the shape of the API (seed or dialect) that ``path`` belongs to."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
-    return Response(orjson.dumps(exc.body()), exc.status_code, headers, media_type=JSON)
+    body = error_payload(path, exc.status_code, exc.error_type, exc.message, exc.details)
+    return Response(orjson.dumps(body), exc.status_code, headers, media_type=JSON)
 
 
 def _describe(errors: list[dict[str, Any]]) -> str:
@@ -176,32 +177,10 @@ def create_app(
         op: Callable[[Any], tuple[int, bytes]],
         parse: Callable[[bytes], Any] | None = None,
     ) -> Response:
-        """Run a POST's effect once per Idempotency-Key, off the event loop.
-
-        ``parse`` checks the body before the transaction, so that a large call is
-        not parsed while the store is locked; ``op`` gets what it returns."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_bytes_per_call:
-            raise PayloadTooLarge(
-                f"This call has {length} bytes; the limit is {limits.max_bytes_per_call} bytes "
-                "per call. Send the requests in smaller calls."
-            )
-        raw = await request.body()
-        key = request.headers.get("idempotency-key")
-        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-            raise InvalidRequest(
-                f"Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY} characters."
-            )
-        fingerprint = hashlib.sha256(
-            request.method.encode() + b" " + request.url.path.encode() + b"\n" + raw
-        ).hexdigest()
-        scoped = f"{who}:{key}" if key is not None else None
-        parsed = await run_in_threadpool(parse, raw) if parse is not None else raw
-        status, body, replayed = await run_in_threadpool(
-            store.idempotent, scoped, fingerprint, lambda: op(parsed)
+        """Run a POST's effect once per Idempotency-Key (see ``idempotent_post``)."""
+        return await idempotent_post(
+            request, store, who, op, parse, max_bytes=limits.max_bytes_per_call
         )
-        headers = {"Idempotent-Replayed": "true"} if replayed else None
-        return Response(body, status, headers, media_type=JSON)
 
     def limit_param(what: str) -> Any:
         return Query(
@@ -219,11 +198,13 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        return _error_response(exc)
+        return _error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return _error_response(Unprocessable(_describe(list(exc.errors()))))
+        path = request.url.path
+        kind = Unprocessable if dialect_for(path) is None else InvalidRequest  # providers: 400
+        return _error_response(kind(_describe(list(exc.errors()))), path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -232,13 +213,15 @@ def create_app(
             404: f"No route {request.url.path}. See /openapi.json for the endpoints.",
             405: f"{request.method} is not allowed on {request.url.path}.",
         }.get(exc.status_code, str(exc.detail))
-        body = {"error": {"type": kinds.get(exc.status_code, "http_error"), "message": message}}
+        kind = kinds.get(exc.status_code, "http_error")
+        body = error_payload(request.url.path, exc.status_code, kind, message)
         return Response(orjson.dumps(body), exc.status_code, media_type=JSON)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        body = {"error": {"type": "server_error", "message": "Internal error; see the server log."}}
+        message = "Internal error; see the server log."
+        body = error_payload(request.url.path, 500, "server_error", message)
         return Response(orjson.dumps(body), 500, media_type=JSON)
 
     # -- routes ------------------------------------------------------------------
@@ -361,6 +344,9 @@ def create_app(
             return 200, orjson.dumps(batch.to_api())
 
         return await post(request, who, op)
+
+    for dialect in DIALECTS.values():
+        app.include_router(dialect.router, prefix=dialect.prefix)
 
     if settings.faults.http_faults:
         app.add_middleware(FaultInjector, faults=settings.faults)

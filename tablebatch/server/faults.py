@@ -1,6 +1,7 @@
 """HTTP fault injection: an ASGI middleware driven by ``FaultSettings``.
 
-It sits in front of the API routes (paths under ``/v1/``) and, by a seeded
+It sits in front of the API routes (paths under ``/v1/``, and under each
+dialect's ``/<dialect>/v1/``, answered in the dialect's error shape) and, by a seeded
 random draw per call, answers 429 (with ``Retry-After``), 500 or 503 before the
 call takes effect, adds latency, or lets a POST take effect and then answers
 500, so that the client cannot know the outcome. The same seed and the same
@@ -17,13 +18,16 @@ from typing import Any
 
 import orjson
 
+from tablebatch.server.dialects import error_payload, is_api_path
 from tablebatch.server.settings import FaultSettings
 
 Scope = dict[str, Any]
 
 
-def _error(status: int, kind: str, message: str, headers: list[tuple[bytes, bytes]]) -> tuple:
-    body = orjson.dumps({"error": {"type": kind, "message": message}})
+def _error(
+    path: str, status: int, kind: str, message: str, headers: list[tuple[bytes, bytes]]
+) -> tuple:
+    body = orjson.dumps(error_payload(path, status, kind, message))
     head = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -45,11 +49,12 @@ class FaultInjector:
         with self._lock:
             return self._rng.random(), self._rng.random(), self._rng.random()
 
-    def _pre_effect(self, draw: float) -> tuple | None:
+    def _pre_effect(self, draw: float, path: str) -> tuple | None:
         f = self.faults
         retry = f"{f.retry_after_s:g}"
         if draw < f.rate_limit_rate:
             return _error(
+                path,
                 429,
                 "rate_limit_error",
                 f"Too many requests (injected fault); retry after {retry} s.",
@@ -57,10 +62,11 @@ class FaultInjector:
             )
         draw -= f.rate_limit_rate
         if draw < f.server_error_rate:
-            return _error(500, "server_error", "Internal server error (injected fault).", [])
+            return _error(path, 500, "server_error", "Internal server error (injected fault).", [])
         draw -= f.server_error_rate
         if draw < f.unavailable_rate:
             return _error(
+                path,
                 503,
                 "overloaded_error",
                 "The server is overloaded (injected fault); retry later.",
@@ -85,13 +91,13 @@ class FaultInjector:
         raise ConnectionAbortedError("connection dropped mid-answer (injected fault)")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not is_api_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         if self.faults.latency_s:
             await asyncio.sleep(self.faults.latency_s)
         first, second, third = self._draw()
-        answer = self._pre_effect(first)
+        answer = self._pre_effect(first, scope["path"])
         if answer is None and third < self.faults.disconnect_rate:
             await self._disconnect(scope, receive, send)
             return
@@ -106,6 +112,7 @@ class FaultInjector:
 
             await self.app(scope, receive, discard)
             answer = _error(
+                scope["path"],
                 500,
                 "server_error",
                 "Internal server error after the call was processed (injected fault).",

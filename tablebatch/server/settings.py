@@ -29,6 +29,28 @@ class Limits(BaseModel):
     page_max: int = Field(10_000, ge=1, description="Largest `limit` accepted.")
 
 
+class DialectLimits(BaseModel):
+    """Per-batch limits of the provider dialects: by default the providers' own."""
+
+    openai_max_requests: int = Field(50_000, ge=1, description="Requests in an OpenAI batch.")
+    openai_max_bytes: int = Field(200 * 2**20, ge=1, description="Bytes of an OpenAI input file.")
+    openai_max_file_bytes: int = Field(512 * 2**20, ge=1, description="Bytes of one upload.")
+    anthropic_max_requests: int = Field(
+        100_000, ge=1, description="Requests in an Anthropic message batch."
+    )
+    anthropic_max_bytes: int = Field(
+        256 * 2**20, ge=1, description="Bytes of an Anthropic batch-create call."
+    )
+    xai_max_bytes_per_call: int = Field(
+        25 * 2**20, ge=1, description="Bytes of one xAI add-requests call."
+    )
+    batch_window_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="How long a dialect batch may run before it expires (the providers' 24 h).",
+    )
+
+
 class FaultSettings(BaseModel):
     """Faults to inject, all off by default and all driven by ``seed``.
 
@@ -97,6 +119,7 @@ class ServerSettings(BaseSettings):
     worker_chunk: int = Field(1000, ge=1, description="Requests the worker takes at a time.")
     idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
+    dialect_limits: DialectLimits = Field(default_factory=DialectLimits)
     faults: FaultSettings = Field(default_factory=FaultSettings)
 
     @field_validator("api_keys", "models", mode="before")

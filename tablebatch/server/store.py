@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,9 +39,10 @@ BATCH_STATUSES = (
     "failed",
     "cancelling",
     "cancelled",
+    "expired",  # dialect batches only: past their window, pending requests expired
 )
-REQUEST_STATUSES = ("pending", "completed", "failed", "cancelled")
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+REQUEST_STATUSES = ("pending", "completed", "failed", "cancelled", "expired")
+TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -62,7 +63,10 @@ CREATE TABLE IF NOT EXISTS batches (
     request_bytes INTEGER NOT NULL DEFAULT 0,
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    dialect TEXT NOT NULL DEFAULT 'seed',
+    meta TEXT,
+    cancel_requested_at REAL
 );
 CREATE INDEX IF NOT EXISTS ix_batches_status ON batches(status, seq);
 CREATE INDEX IF NOT EXISTS ix_batches_name ON batches(name, seq);
@@ -79,6 +83,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS ux_requests_custom_id ON requests(batch_seq, c
 CREATE INDEX IF NOT EXISTS ix_requests_status ON requests(batch_seq, status);
 CREATE INDEX IF NOT EXISTS ix_requests_results ON requests(batch_seq, result_seq)
     WHERE result_seq IS NOT NULL;
+CREATE TABLE IF NOT EXISTS files (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    purpose TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    content BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -91,8 +104,14 @@ CREATE TABLE IF NOT EXISTS idempotency (
 _BATCH_COLUMNS = (
     "seq, id, name, description, model, endpoint, status, created_at, started_at, ended_at, "
     "request_count, completed_count, failed_count, cancelled_count, request_bytes, "
-    "prompt_tokens, completion_tokens, error"
+    "prompt_tokens, completion_tokens, error, dialect, meta, cancel_requested_at"
 )
+# columns added after the first release, with their definitions, for older database files
+_ADDED_COLUMNS = {
+    "dialect": "TEXT NOT NULL DEFAULT 'seed'",
+    "meta": "TEXT",
+    "cancel_requested_at": "REAL",
+}
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -137,6 +156,14 @@ class Batch:
     prompt_tokens: int
     completion_tokens: int
     error: str | None
+    dialect: str = "seed"
+    meta: str | None = None
+    cancel_requested_at: float | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What a dialect keeps about the batch (its ``meta`` JSON), or ``{}``."""
+        return orjson.loads(self.meta) if self.meta else {}
 
     @property
     def pending_count(self) -> int:
@@ -170,6 +197,18 @@ class Batch:
             },
             "error": orjson.loads(self.error) if self.error else None,
         }
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file kept for a dialect (OpenAI's uploads and batch outputs)."""
+
+    id: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: float
+    content: bytes | None = None  # only when asked for
 
 
 @dataclass(frozen=True)
@@ -214,13 +253,28 @@ class Store:
             self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
         row = self._conn.execute("SELECT MAX(result_seq) FROM requests").fetchone()
         self._result_seq = row[0] or 0
+
+    def _migrate(self) -> None:
+        """Add the columns that a database file written by an older server lacks."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(batches)")}
+        for column, definition in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE batches ADD COLUMN {column} {definition}")
+        self._conn.execute("CREATE INDEX IF NOT EXISTS ix_batches_dialect ON batches(dialect, seq)")
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several store calls as one transaction (each call joins it): all or none."""
+        with self._tx():
+            yield
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -247,30 +301,63 @@ class Store:
 
     # -- batches ---------------------------------------------------------------
 
-    def _batch(self, conn: sqlite3.Connection, batch_id: str) -> Batch:
+    def _batch(self, conn: sqlite3.Connection, batch_id: str, dialect: str = "seed") -> Batch:
         row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,))
         found = row.fetchone()
-        if found is None:
+        if found is None or Batch(*found).dialect != dialect:
             raise NotFound(f"No batch with id {batch_id!r}.")
         return Batch(*found)
 
-    def get_batch(self, batch_id: str) -> Batch:
-        """The batch with this id, or NotFound."""
+    def get_batch(self, batch_id: str, dialect: str = "seed") -> Batch:
+        """The batch with this id, or NotFound (also when it belongs to another dialect)."""
         with self._tx() as conn:
-            return self._batch(conn, batch_id)
+            return self._batch(conn, batch_id, dialect)
 
     def create_batch(
-        self, name: str, description: str | None, model: str | None, endpoint: str
+        self,
+        name: str,
+        description: str | None,
+        model: str | None,
+        endpoint: str,
+        *,
+        dialect: str = "seed",
+        batch_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+        expires_in: float | None = None,
     ) -> Batch:
-        """Create an empty batch (status ``created``)."""
-        batch_id = "batch_" + secrets.token_hex(12)
+        """Create an empty batch (status ``created``); a dialect names its own id, and a
+        batch with ``expires_in`` (seconds) expires then (see ``expire_due``)."""
+        batch_id = batch_id or "batch_" + secrets.token_hex(12)
+        now = self._clock()
+        if expires_in is not None:
+            meta = {**(meta or {}), "expires_at": now + expires_in}
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO batches (id, name, description, model, endpoint, status, created_at)"
-                " VALUES (?, ?, ?, ?, ?, 'created', ?)",
-                (batch_id, name, description, model, endpoint, self._clock()),
+                "INSERT INTO batches (id, name, description, model, endpoint, status, created_at,"
+                " dialect, meta) VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?)",
+                (
+                    batch_id,
+                    name,
+                    description,
+                    model,
+                    endpoint,
+                    now,
+                    dialect,
+                    orjson.dumps(meta).decode() if meta else None,
+                ),
             )
-            return self._batch(conn, batch_id)
+            return self._batch(conn, batch_id, dialect)
+
+    def update_meta(self, batch_id: str, dialect: str, **changes: Any) -> Batch:
+        """Merge ``changes`` into what a dialect keeps about a batch."""
+        with self._tx() as conn:
+            batch = self._batch(conn, batch_id, dialect)
+            meta = {**batch.info, **changes}
+            conn.execute(
+                "UPDATE batches SET meta = ? WHERE seq = ?",
+                (orjson.dumps(meta).decode(), batch.seq),
+            )
+            return self._batch(conn, batch_id, dialect)
 
     def list_batches(
         self,
@@ -279,20 +366,33 @@ class Store:
         status: str | None,
         name: str | None,
         name_prefix: str | None = None,
+        *,
+        dialect: str = "seed",
+        before: str | None = None,
     ) -> tuple[list[Batch], bool]:
-        """A page of batches, newest first, and whether more follow."""
-        clauses: list[str] = []
-        params: list[Any] = []
+        """A page of a dialect's batches, newest first, and whether more follow.
+
+        ``after`` pages toward older batches; ``before`` toward newer ones (the
+        page is the ``limit`` batches just newer than it, still newest first)."""
+        clauses: list[str] = ["dialect = ?"]
+        params: list[Any] = [dialect]
+        order = "DESC"
         with self._tx() as conn:
-            if after is not None:
-                row = conn.execute("SELECT seq FROM batches WHERE id = ?", (after,)).fetchone()
+            for cursor, what, op in ((after, "after", "<"), (before, "before", ">")):
+                if cursor is None:
+                    continue
+                row = conn.execute(
+                    "SELECT seq FROM batches WHERE id = ? AND dialect = ?", (cursor, dialect)
+                ).fetchone()
                 if row is None:
+                    edge = "last batch of the previous" if what == "after" else "first batch of a"
                     raise InvalidRequest(
-                        f"after: no batch {after!r}; pass the id of the last batch of the "
-                        "previous page."
+                        f"{what}: no batch {cursor!r}; pass the id of the {edge} page."
                     )
-                clauses.append("seq < ?")
+                clauses.append(f"seq {op} ?")
                 params.append(row[0])
+                if what == "before":
+                    order = "ASC"
             if status is not None:
                 clauses.append("status = ?")
                 params.append(status)
@@ -302,19 +402,42 @@ class Store:
             if name_prefix:
                 clauses.append("substr(name, 1, ?) = ?")
                 params += [len(name_prefix), name_prefix]
-            where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
             rows = conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches {where} ORDER BY seq DESC LIMIT ?",
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE {' AND '.join(clauses)} "
+                f"ORDER BY seq {order} LIMIT ?",
                 (*params, limit + 1),
             ).fetchall()
-        return [Batch(*r) for r in rows[:limit]], len(rows) > limit
+        page = [Batch(*r) for r in rows[:limit]]
+        if order == "ASC":
+            page.reverse()
+        return page, len(rows) > limit
 
-    def add_requests(self, batch_id: str, items: Sequence[tuple[str, bytes]]) -> Batch:
-        """Add requests ``(custom_id, body JSON)`` to a batch: all of them or none."""
+    def add_requests(
+        self,
+        batch_id: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        dialect: str = "seed",
+        rejected: Mapping[str, dict[str, str]] | None = None,
+        while_processing: bool = False,
+    ) -> Batch:
+        """Add requests ``(custom_id, body JSON)`` to a batch: all of them or none.
+
+        ``rejected`` maps custom_ids of ``items`` to an error they end with at once, for
+        dialects that check a request's body only when they process it, as the providers
+        do. With ``while_processing`` (xAI, where adding requests is what starts the work)
+        a batch takes requests until it is cancelled or failed, and is processing after.
+        """
         limits = self.limits
         with self._tx() as conn:
-            batch = self._batch(conn, batch_id)
-            if batch.status not in ("created", "pending"):
+            batch = self._batch(conn, batch_id, dialect)
+            if while_processing:
+                if batch.status not in ("created", "pending", "processing", "completed"):
+                    raise Conflict(
+                        f"Batch {batch_id} is {batch.status}: it takes no more requests. Put "
+                        "further requests in a new batch."
+                    )
+            elif batch.status not in ("created", "pending"):
                 raise Conflict(
                     f"Batch {batch_id} is {batch.status}: requests can be added only before it "
                     "is started (status created or pending). Put further requests in a new batch."
@@ -343,7 +466,7 @@ class Store:
             except sqlite3.IntegrityError:
                 conn.execute("ROLLBACK TO add_requests")
                 conn.execute("RELEASE add_requests")
-                existing = self._existing_custom_ids(conn, batch.seq, [c for c, _ in items])
+                existing = [c for _, c in self._rows_of(conn, batch.seq, [c for c, _ in items])]
                 shown = ", ".join(repr(c) for c in existing[:10])
                 more = f" and {len(existing) - 10} more" if len(existing) > 10 else ""
                 raise Conflict(
@@ -353,35 +476,43 @@ class Store:
                     custom_ids=existing,
                 ) from None
             conn.execute("RELEASE add_requests")
-            conn.execute(
-                "UPDATE batches SET request_count = ?, request_bytes = ?, status = 'pending' "
-                "WHERE seq = ?",
-                (count, size, batch.seq),
-            )
-            return self._batch(conn, batch_id)
+            if while_processing:
+                conn.execute(
+                    "UPDATE batches SET request_count = ?, request_bytes = ?, "
+                    "status = 'processing', started_at = COALESCE(started_at, ?), ended_at = NULL "
+                    "WHERE seq = ?",
+                    (count, size, self._clock(), batch.seq),
+                )
+            else:
+                conn.execute(
+                    "UPDATE batches SET request_count = ?, request_bytes = ?, status = 'pending' "
+                    "WHERE seq = ?",
+                    (count, size, batch.seq),
+                )
+            if rejected:
+                rows = self._rows_of(conn, batch.seq, list(rejected))
+                self.record(batch.seq, [Outcome(n, c, error=rejected[c]) for n, c in rows])
+            return self._batch(conn, batch_id, dialect)
 
     @staticmethod
-    def _existing_custom_ids(
+    def _rows_of(
         conn: sqlite3.Connection, batch_seq: int, custom_ids: list[str]
-    ) -> list[str]:
-        found: list[str] = []
+    ) -> list[tuple[int, str]]:
+        """``(n, custom_id)`` of the requests of a batch with these custom_ids."""
+        found: list[tuple[int, str]] = []
         for i in range(0, len(custom_ids), 900):
             chunk = custom_ids[i : i + 900]
             marks = ",".join("?" * len(chunk))
-            found += [
-                r[0]
-                for r in conn.execute(
-                    "SELECT custom_id FROM requests WHERE batch_seq = ? "
-                    f"AND custom_id IN ({marks})",
-                    (batch_seq, *chunk),
-                )
-            ]
+            found += conn.execute(
+                f"SELECT n, custom_id FROM requests WHERE batch_seq = ? AND custom_id IN ({marks})",
+                (batch_seq, *chunk),
+            ).fetchall()
         return found
 
-    def start(self, batch_id: str) -> Batch:
+    def start(self, batch_id: str, dialect: str = "seed") -> Batch:
         """Move a batch with requests from ``pending`` to ``processing``."""
         with self._tx() as conn:
-            batch = self._batch(conn, batch_id)
+            batch = self._batch(conn, batch_id, dialect)
             if batch.status == "created":
                 raise Conflict(f"Batch {batch_id} has no requests: add requests, then start it.")
             if batch.status != "pending":
@@ -393,44 +524,72 @@ class Store:
                 "UPDATE batches SET status = 'processing', started_at = ? WHERE seq = ?",
                 (self._clock(), batch.seq),
             )
-            return self._batch(conn, batch_id)
+            return self._batch(conn, batch_id, dialect)
 
-    def cancel(self, batch_id: str) -> Batch:
+    def cancel(self, batch_id: str, dialect: str = "seed") -> Batch:
         """Ask to cancel a batch: it becomes ``cancelling``; the worker ends it."""
         with self._tx() as conn:
-            batch = self._batch(conn, batch_id)
+            batch = self._batch(conn, batch_id, dialect)
             if batch.status in TERMINAL:
                 raise Conflict(f"Batch {batch_id} is already {batch.status}: nothing to cancel.")
             if batch.status != "cancelling":
-                conn.execute("UPDATE batches SET status = 'cancelling' WHERE seq = ?", (batch.seq,))
-            return self._batch(conn, batch_id)
+                conn.execute(
+                    "UPDATE batches SET status = 'cancelling', cancel_requested_at = ? "
+                    "WHERE seq = ?",
+                    (self._clock(), batch.seq),
+                )
+            return self._batch(conn, batch_id, dialect)
+
+    def reject(self, batch_id: str, dialect: str, error: Any) -> Batch:
+        """Fail a batch that never started (its input was refused), keeping ``error``."""
+        with self._tx() as conn:
+            batch = self._batch(conn, batch_id, dialect)
+            if batch.status not in ("created", "pending"):
+                raise Conflict(f"Batch {batch_id} is {batch.status}: it has started already.")
+            conn.execute(
+                "UPDATE batches SET status = 'failed', ended_at = ?, error = ? WHERE seq = ?",
+                (self._clock(), orjson.dumps(error).decode(), batch.seq),
+            )
+            return self._batch(conn, batch_id, dialect)
 
     # -- requests and results --------------------------------------------------
 
     def list_requests(
-        self, batch_id: str, limit: int, after: str | None, status: str | None
+        self,
+        batch_id: str,
+        limit: int,
+        after: str | None,
+        status: str | None,
+        *,
+        dialect: str = "seed",
+        models: bool = False,
     ) -> tuple[list[dict[str, str]], bool]:
-        """A page of a batch's requests, in the order they were added."""
+        """A page of a batch's requests, in the order they were added (with ``models``,
+        each names the model its body asks for)."""
         with self._tx() as conn:
-            batch = self._batch(conn, batch_id)
+            batch = self._batch(conn, batch_id, dialect)
             after_n = 0
             if after is not None:
                 after_n = self._cursor_row(conn, batch, after, "n")
             clause, params = ("AND status = ?", (status,)) if status else ("", ())
+            body = ", body" if models else ""
             rows = conn.execute(
-                "SELECT n, custom_id, status FROM requests WHERE batch_seq = ? AND n > ? "
+                f"SELECT n, custom_id, status{body} FROM requests WHERE batch_seq = ? AND n > ? "
                 f"{clause} ORDER BY n LIMIT ?",
                 (batch.seq, after_n, *params, limit + 1),
             ).fetchall()
-        items = [{"id": request_id(n), "custom_id": c, "status": s} for n, c, s in rows[:limit]]
+        items = [{"id": request_id(r[0]), "custom_id": r[1], "status": r[2]} for r in rows[:limit]]
+        if models:
+            for item, row in zip(items, rows, strict=False):
+                item["model"] = orjson.loads(row[3]).get("model")
         return items, len(rows) > limit
 
     def results_page(
-        self, batch_id: str, limit: int, after: str | None
+        self, batch_id: str, limit: int, after: str | None, *, dialect: str = "seed"
     ) -> tuple[list[bytes], bool]:
         """A page of a batch's results (JSON objects), in the order they were written."""
         with self._tx() as conn:
-            batch = self._batch(conn, batch_id)
+            batch = self._batch(conn, batch_id, dialect)
             after_seq = 0
             if after is not None:
                 after_seq = self._cursor_row(conn, batch, after, "result_seq")
@@ -440,6 +599,25 @@ class Store:
                 (batch.seq, after_seq, limit + 1),
             ).fetchall()
         return [r[0] for r in rows[:limit]], len(rows) > limit
+
+    def iter_outcomes(
+        self, batch_id: str, dialect: str, chunk: int = 1000
+    ) -> Iterator[list[tuple[int, str, str, bytes | None]]]:
+        """Every request of a batch as ``(n, custom_id, status, result JSON or None)``, in
+        the order they were added, a chunk at a time (each chunk one short transaction)."""
+        batch = self.get_batch(batch_id, dialect)
+        after_n = 0
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(
+                    "SELECT n, custom_id, status, result FROM requests WHERE batch_seq = ? "
+                    "AND n > ? ORDER BY n LIMIT ?",
+                    (batch.seq, after_n, chunk),
+                ).fetchall()
+            if not rows:
+                return
+            yield rows
+            after_n = rows[-1][0]
 
     @staticmethod
     def _cursor_row(conn: sqlite3.Connection, batch: Batch, after: str, column: str) -> int:
@@ -456,6 +634,53 @@ class Store:
                 "item of the previous page."
             )
         return int(row[0])
+
+    # -- files -----------------------------------------------------------------
+
+    def create_file(self, purpose: str, filename: str, content: bytes) -> StoredFile:
+        """Keep a file; its id is ``file-`` and 24 random characters, as OpenAI's are."""
+        file_id = "file-" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO files (id, purpose, filename, bytes, created_at, content) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (file_id, purpose, filename, len(content), self._clock(), content),
+            )
+        return self.get_file(file_id)
+
+    def get_file(self, file_id: str, *, content: bool = False) -> StoredFile:
+        """The file with this id (with its content if asked), or NotFound."""
+        column = ", content" if content else ""
+        with self._tx() as conn:
+            row = conn.execute(
+                f"SELECT id, purpose, filename, bytes, created_at{column} FROM files WHERE id = ?",
+                (file_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"No such File object: {file_id}")
+        return StoredFile(*row)
+
+    def attach_outputs(
+        self,
+        batch_id: str,
+        dialect: str,
+        render: Callable[[Batch, Iterator[list[tuple[int, str, str, bytes | None]]]], dict],
+    ) -> Batch:
+        """Write a finished batch's output files once, and name them in its meta.
+
+        ``render`` gets the batch and its requests (see ``iter_outcomes``) and returns
+        ``{meta key: (filename, content) or None}``; each file is stored with purpose
+        ``batch_output``. It runs in the transaction that records the files, so two
+        callers never write two sets."""
+        with self._tx() as conn:
+            batch = self._batch(conn, batch_id, dialect)
+            if batch.status not in TERMINAL or batch.info.get("outputs"):
+                return batch
+            files = render(batch, self.iter_outcomes(batch_id, dialect))
+            changes: dict[str, Any] = {"outputs": True}
+            for key, file in files.items():
+                changes[key] = self.create_file("batch_output", *file).id if file else None
+            return self.update_meta(batch_id, dialect, **changes)
 
     # -- idempotency -----------------------------------------------------------
 
@@ -522,6 +747,32 @@ class Store:
                 "cancelled_count = cancelled_count + ? WHERE seq = ? AND status = 'cancelling'",
                 (self._clock(), cur.rowcount, batch_seq),
             )
+
+    def expire_due(self) -> list[str]:
+        """Expire the unfinished batches whose window has passed: their pending requests
+        become ``expired`` (counted with the cancelled ones, and as ``expired_count`` in
+        the meta); answered requests keep their results. Returns the expired batches' ids."""
+        now = self._clock()
+        with self._tx() as conn:
+            due = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status IN "
+                "('created', 'pending', 'processing', 'cancelling') AND meta IS NOT NULL "
+                "AND json_extract(meta, '$.expires_at') <= ?",
+                (now,),
+            ).fetchall()
+            for batch in (Batch(*r) for r in due):
+                cur = conn.execute(
+                    "UPDATE requests SET status = 'expired' "
+                    "WHERE batch_seq = ? AND status = 'pending'",
+                    (batch.seq,),
+                )
+                meta = orjson.dumps({**batch.info, "expired_count": cur.rowcount}).decode()
+                conn.execute(
+                    "UPDATE batches SET status = 'expired', ended_at = ?, meta = ?, "
+                    "cancelled_count = cancelled_count + ? WHERE seq = ?",
+                    (now, meta, cur.rowcount, batch.seq),
+                )
+        return [r[1] for r in due]
 
     def processing_batches(self) -> list[Batch]:
         """Batches being processed, oldest start first."""
@@ -610,9 +861,10 @@ class Store:
         now = self._clock()
         with self._tx() as conn:
             if error is None:
-                conn.execute(
+                conn.execute(  # not when requests were added meanwhile (xAI): they are pending
                     "UPDATE batches SET status = 'completed', ended_at = ? "
-                    "WHERE seq = ? AND status = 'processing'",
+                    "WHERE seq = ? AND status = 'processing' "
+                    "AND completed_count + failed_count + cancelled_count >= request_count",
                     (now, batch_seq),
                 )
                 return

@@ -23,7 +23,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHOWN = 10
 
 
-def _body_problem(body: Any) -> str | None:
+def body_problem(body: Any) -> str | None:
+    """What is wrong with a chat-completions body the backends could not take, or None."""
     if not isinstance(body, dict):
         return "body must be an object with model and messages"
     model = body.get("model")
@@ -99,7 +100,7 @@ def parse_add_requests(raw: bytes, limits: Limits) -> list[tuple[str, bytes]]:
         else:
             extra = sorted(set(item) - {"custom_id", "body"})
             problem = (
-                f"unknown field(s) {', '.join(extra)}" if extra else _body_problem(item.get("body"))
+                f"unknown field(s) {', '.join(extra)}" if extra else body_problem(item.get("body"))
             )
         if problem is not None:
             problems.append(f"{label}: {problem}")

@@ -129,6 +129,8 @@ class Worker:
         for batch in cancelling:  # chunks in flight are recorded later, for rows still pending
             self.store.finish_cancel(batch.seq)
             log.info("batch %s cancelled", batch.id)
+        for batch_id in self.store.expire_due():  # the same for a dialect batch past its window
+            log.info("batch %s expired", batch_id)
         faults = self.settings.faults
         wait = IDLE_WAIT_S
         for batch in self.store.processing_batches():
