@@ -226,7 +226,12 @@ def _check_sendable(config: Any, table: Any, ids: Any) -> None:
             f"({reasons[0]}{' …' if len(reasons) > 1 else ''})."
         )
     api = config.api
-    if api is not None and not api.api_key_secret and not os.environ.get(api.api_key_env):
+    if (
+        api is not None
+        and not api.is_local
+        and not api.api_key_secret
+        and not os.environ.get(api.api_key_env or "")
+    ):
         raise ConfigError(
             f"No API key: set the environment variable {api.api_key_env} to the key of "
             f"{api.base_url} (or name a Prefect Secret block in api.api_key_secret)."
@@ -280,8 +285,9 @@ def _summary(report: dict[str, Any]) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Show what a run would send, and send nothing."""
+    from tablebatch.api.dialects import limits_of
     from tablebatch.io import read_table, resolve
-    from tablebatch.jobs.build import check_table, estimate_tokens, plan_requests
+    from tablebatch.jobs.build import check_table, estimate_tokens, plan_requests, within_limits
     from tablebatch.jobs.config import load_config, project_root
     from tablebatch.jobs.errors import JobError
     from tablebatch.jobs.submit import batch_name
@@ -294,7 +300,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except JobError as exc:
         _error(exc)
         return 2
-    api = config.api.base_url if config.api else "a local server (offline backend)"
+    provider = config.api.provider if config.api else "seed"
+    if config.api is None or config.api.is_local:
+        api = f"a local server (offline backend), in the {provider} dialect"
+    else:
+        api = f"{config.api.base_url} ({provider})"
+    config = within_limits(config, limits_of(provider))  # shards fit the provider's batches
     print(f"{config.name} ({config.kind}): {table.num_rows} rows from {path}")
     print(f"  API: {api}")
     size = config.batch.max_requests

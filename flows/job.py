@@ -28,9 +28,18 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field
 
-from tablebatch.api import BatchClient, WaitTimeoutError
+from tablebatch.api import BatchAPI, WaitTimeoutError
+from tablebatch.api.dialects import open_batch_api
+from tablebatch.api.http import api_key_from_env
 from tablebatch.io import resolve
-from tablebatch.jobs.build import Plan, Renderer, Requests, Template, column_texts
+from tablebatch.jobs.build import (
+    Plan,
+    Renderer,
+    Requests,
+    Template,
+    column_texts,
+    within_limits,
+)
 from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import JobFailed
 from tablebatch.jobs.results import ModelAnswers
@@ -142,34 +151,44 @@ def _run_name() -> str:
 
 
 @contextmanager
-def open_client(config: JobConfig, root: Path) -> Iterator[BatchClient]:
-    """A client for the config's API; without one, a local server for the run.
+def open_client(config: JobConfig, root: Path) -> Iterator[BatchAPI]:
+    """A client of the config's API, in its provider's dialect; without one (or with
+    ``base_url: local``), a local server for the run, speaking that dialect.
 
     The local server keeps its batches in ``<project>/.tablebatch/server.db``, so
     that a re-run finds what an earlier run submitted.
     """
-    if config.api is not None:
-        api = config.api
-        options: dict[str, Any] = {"timeout": api.timeout_s, "max_retries": api.max_retries}
+    api = config.api
+    options: dict[str, Any] = {}
+    if api is not None:
+        options = {"timeout": api.timeout_s, "max_retries": api.max_retries}
+        if api.provider == "anthropic":
+            ledger = api.ledger or ".tablebatch/anthropic-batches.jsonl"
+            options |= {"ledger": resolve(ledger, root), "max_tokens": api.max_tokens}
+    if api is not None and not api.is_local:
+        assert api.base_url is not None and api.api_key_env is not None
         if api.api_key_secret:
             from prefect.blocks.system import Secret
 
             key = Secret.load(api.api_key_secret).get()
             source = f"the Prefect Secret block {api.api_key_secret!r}"
-            client = BatchClient(api.base_url, key, key_source=source, **options)
         else:
-            client = BatchClient.from_env(api.base_url, api.api_key_env, **options)
-        with client:
-            yield client
+            key = api_key_from_env(api.api_key_env, api.base_url)
+            source = f"${api.api_key_env}"
+        with open_batch_api(api.provider, api.base_url, key, key_source=source, **options) as c:
+            yield c
         return
     from tablebatch.server import ServerSettings, serve_in_thread
 
+    provider = api.provider if api is not None else "seed"
     folder = root / ".tablebatch"
     folder.mkdir(exist_ok=True)
     key = secrets.token_urlsafe(24)  # the run's own server answers the run alone
     settings = ServerSettings(db=str(folder / "server.db"), api_keys=[key])
-    with serve_in_thread(settings) as server, BatchClient(server.url, key) as client:
-        yield client
+    with serve_in_thread(settings) as server:
+        url = server.url if provider == "seed" else f"{server.base_url}/{provider}/v1"
+        with open_batch_api(provider, url, key, **options) as client:
+            yield client
 
 
 def _local_polls(config: JobConfig) -> JobConfig:
@@ -237,7 +256,7 @@ def _attempt_progress(
 
 
 def run_attempts(
-    client: BatchClient,
+    client: BatchAPI,
     config: JobConfig,
     items: Sendable,
     model: str,
@@ -407,7 +426,8 @@ def _run_and_write(
     stopped: str | None = None
     try:
         with open_client(config, root) as client:
-            run_config = _local_polls(config) if config.api is None else config
+            local = config.api is None or config.api.is_local
+            run_config = within_limits(_local_polls(config) if local else config, client.limits)
             for model in config.model_names:
                 plan: Plan = build_task(config, table, ids, model, run=run)
                 try:

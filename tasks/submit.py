@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tablebatch.api import Batch, BatchClient
+from tablebatch.api import Batch, BatchAPI
 from tablebatch.crash import crash_point
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.spool import Spool
@@ -18,7 +18,7 @@ from tablebatch.jobs.submit import BatchWatcher, Progress, Sendable, ShardOutcom
 
 @task(name="shard", task_run_name="{name}", cache_policy=NONE)
 def shard_task(
-    client: BatchClient,
+    client: BatchAPI,
     config: JobConfig,
     rows: Sendable,
     name: str,

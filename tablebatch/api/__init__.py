@@ -1,4 +1,5 @@
-"""The Batch API: its objects (``models``), errors, retry policy, and ``BatchClient``."""
+"""The Batch API: its objects (``models``), errors, retry policy, the ``BatchAPI`` interface a job
+uses, ``BatchClient`` (the seed's API) and the provider dialects (``tablebatch.api.dialects``)."""
 
 from tablebatch.api.client import AddResult, BatchClient, chunk_requests, encode_request
 from tablebatch.api.errors import (
@@ -20,7 +21,9 @@ from tablebatch.api.errors import (
     WaitTimeoutError,
     raise_for_status,
 )
+from tablebatch.api.http import HttpApi
 from tablebatch.api.models import Batch, BatchRequest, BatchResult, NewRequest
+from tablebatch.api.protocol import BatchAPI, Limits
 from tablebatch.api.retry import RetryPolicy
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Batch",
+    "BatchAPI",
     "BatchApiError",
     "BatchCancelledError",
     "BatchClient",
@@ -38,6 +42,8 @@ __all__ = [
     "BatchRequest",
     "BatchResult",
     "ConflictError",
+    "HttpApi",
+    "Limits",
     "NewRequest",
     "NotFoundError",
     "PayloadTooLargeError",

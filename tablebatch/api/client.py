@@ -20,28 +20,19 @@ or an exception. Time is injected (``sleep``, ``clock``) so tests never wait.
 from __future__ import annotations
 
 import logging
-import os
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-import httpx
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from tablebatch import __version__
 from tablebatch.api.errors import (
     APIConnectionError,
     APIStatusError,
-    APITimeoutError,
     BatchApiError,
     ConflictError,
-    WaitTimeoutError,
-    raise_for_status,
-    status_error,
 )
+from tablebatch.api.http import HttpApi, api_key_from_env, new_idempotency_key
 from tablebatch.api.models import (
     CHAT_COMPLETIONS,
     Batch,
@@ -54,7 +45,7 @@ from tablebatch.api.models import (
     NewRequest,
     RequestStatus,
 )
-from tablebatch.api.retry import NOT_PROCESSED_STATUS, RetryPolicy, parse_retry_after
+from tablebatch.api.protocol import AddResult, Limits
 from tablebatch.crash import crash_point
 
 log = logging.getLogger("tablebatch.api")
@@ -65,15 +56,6 @@ RequestLike = Mapping[str, Any] | NewRequest
 DEFAULT_REQUESTS_PER_CALL = 1000
 DEFAULT_BYTES_PER_CALL = 8 * 2**20
 _WRAPPER_BYTES = len(b'{"requests":[]}')
-
-
-@dataclass
-class AddResult:
-    """What ``add_requests`` did: requests added, requests the batch already held, calls."""
-
-    added: int = 0
-    already_present: int = 0
-    calls: int = 0
 
 
 def encode_request(request: RequestLike | tuple[str, bytes]) -> tuple[str, bytes]:
@@ -118,168 +100,43 @@ def chunk_requests(
         yield chunk
 
 
-def _new_key() -> str:
-    return f"tb-{uuid.uuid4().hex}"
-
-
-class BatchClient:
+class BatchClient(HttpApi):
     """A client for one Batch API (the seed's shape), e.g. ``BatchClient(server.url)``."""
+
+    provider = "seed"
+    limits = Limits()  # the seed's API states none: the job's batch settings decide
 
     def __init__(
         self,
         base_url: str,
         api_key: str | None = None,
         *,
-        timeout: float = 60.0,
-        max_retries: int = 5,
-        transport: httpx.BaseTransport | None = None,
-        retry: RetryPolicy | None = None,
-        key_source: str | None = None,
         max_requests_per_call: int = DEFAULT_REQUESTS_PER_CALL,
         max_bytes_per_call: int = DEFAULT_BYTES_PER_CALL,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        **options: Any,
     ) -> None:
-        """``base_url`` ends before the resource paths (e.g. ``…/v1``); ``key_source`` names
-        where the key came from (e.g. ``$XAI_API_KEY``) for the message of a 401."""
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy(max_retries=max_retries)
-        self.key_source = key_source
+        """``options`` are those of ``HttpApi`` (timeout, max_retries, transport, retry,
+        key_source, sleep, clock, wall_clock)."""
+        super().__init__(base_url, api_key, **options)
         self.max_requests_per_call = max_requests_per_call
         self.max_bytes_per_call = max_bytes_per_call
-        self._sleep = sleep
-        self._clock = clock
-        self._wall_clock = wall_clock
-        headers = {"User-Agent": f"tablebatch/{__version__}", "Accept": "application/json"}
-        self._secret = ""
-        if api_key:
-            api_key = api_key.strip()
-            if not api_key.isascii() or not api_key.isprintable() or " " in api_key:
-                raise BatchApiError(
-                    f"The API key from {key_source or 'the caller'} has spaces, control or "
-                    "non-ASCII characters; check that it was copied whole and alone."
-                )
-            headers["Authorization"] = f"Bearer {api_key}"
-            self._secret = api_key
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
-        )
 
     @classmethod
     def from_env(
         cls, base_url: str, api_key_env: str = "XAI_API_KEY", **options: Any
     ) -> BatchClient:
         """A client whose key is read from the environment variable ``api_key_env``."""
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise BatchApiError(
-                f"No API key: set the environment variable {api_key_env} to the key of {base_url}."
-            )
+        key = api_key_from_env(api_key_env, base_url)
         return cls(base_url, key, key_source=f"${api_key_env}", **options)
-
-    def __repr__(self) -> str:
-        return f"BatchClient(base_url={self.base_url!r})"
-
-    def __enter__(self) -> BatchClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connections."""
-        self._http.close()
-
-    # -- the transport loop -----------------------------------------------------
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        content: bytes | None = None,
-        idempotency_key: str | None = None,
-        repeat_if_maybe_sent: bool = True,
-    ) -> httpx.Response:
-        """Send one logical call, retrying by the policy; raise the last error."""
-        headers: dict[str, str] = {}
-        if content is not None:
-            headers["Content-Type"] = "application/json"
-        if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        started = self._clock()
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_after: float | None = None
-            error: BatchApiError
-            try:
-                response = self._http.request(
-                    method, path, params=query, content=content, headers=headers
-                )
-            except httpx.TimeoutException as exc:
-                error = APITimeoutError(
-                    f"{method} {path}: no answer from {self.base_url} in time "
-                    f"({type(exc).__name__}).",
-                    maybe_sent=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
-                    attempts=attempt,
-                )
-                error.__cause__ = exc
-                maybe_sent = error.maybe_sent
-            except httpx.TransportError as exc:
-                error = APIConnectionError(
-                    f"{method} {path}: could not reach {self.base_url} "
-                    f"({type(exc).__name__}: {self._scrub(str(exc))}); check the base URL, "
-                    "that the server is up, and the network.",
-                    maybe_sent=not isinstance(exc, httpx.ConnectError),
-                    attempts=attempt,
-                )
-                error.__cause__ = exc
-                maybe_sent = error.maybe_sent
-            else:
-                if response.status_code < 400:
-                    return response
-                error = status_error(response, attempts=attempt, key_source=self.key_source)
-                if not self.retry.retryable_status(response.status_code):
-                    raise error
-                maybe_sent = response.status_code not in NOT_PROCESSED_STATUS
-                retry_after = parse_retry_after(response.headers, self._wall_clock())
-                error.retry_after = retry_after
-            if maybe_sent and not repeat_if_maybe_sent:
-                raise error
-            if attempt > self.retry.max_retries:
-                raise error
-            delay = self.retry.delay(attempt, retry_after)
-            deadline = self.retry.deadline
-            if deadline is not None and self._clock() - started + delay > deadline:
-                raise error
-            log.info("%s %s: %s; retry %d in %.2f s", method, path, error, attempt, delay)
-            self._sleep(delay)
-
-    def _scrub(self, text: str) -> str:
-        """``text`` without the API key, should a lower layer have quoted it."""
-        return text.replace(self._secret, "***") if self._secret else text
-
-    def _parse(self, model: type[M], response: httpx.Response) -> M:
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError as exc:
-            request = response.request
-            raise BatchApiError(
-                f"{request.method} {request.url.path}: the answer is not a {model.__name__} "
-                f"as the Batch API defines it: {exc.errors()[0].get('msg')} at "
-                f"{'.'.join(map(str, exc.errors()[0].get('loc', ())))}."
-            ) from exc
 
     def _get(self, path: str, model: type[M], **params: Any) -> M:
         return self._parse(model, self._request("GET", path, params=params))
 
     def _post(self, path: str, model: type[M], payload: Mapping[str, Any] | None = None) -> M:
         content = orjson.dumps(payload) if payload is not None else b""
-        response = self._request("POST", path, content=content, idempotency_key=_new_key())
+        response = self._request(
+            "POST", path, content=content, idempotency_key=new_idempotency_key()
+        )
         return self._parse(model, response)
 
     def _paginate(self, path: str, model: type[Any], page_size: int, **params: Any) -> Iterator:
@@ -444,7 +301,7 @@ class BatchClient:
                     "POST",
                     path,
                     content=payload,
-                    idempotency_key=_new_key(),
+                    idempotency_key=new_idempotency_key(),
                     repeat_if_maybe_sent=False,
                 )
             except ConflictError as exc:
@@ -514,42 +371,3 @@ class BatchClient:
             if not data or data[-1].get("id") == after:
                 raise BatchApiError(f"GET {path}: the cursor did not move (has_more, no items).")
             after = data[-1]["id"]
-
-    # -- waiting -----------------------------------------------------------------
-
-    def wait_for_batch(
-        self,
-        batch_id: str,
-        *,
-        poll_interval: float = 5.0,
-        max_poll_interval: float = 60.0,
-        max_wait: float | None = None,
-        on_progress: Callable[[Batch], None] | None = None,
-        raise_on_failure: bool = False,
-    ) -> Batch:
-        """Poll until the batch ends and return it; raise ``WaitTimeoutError`` after ``max_wait``
-        (and ``BatchFailedError``/``BatchCancelledError`` with ``raise_on_failure``).
-
-        The interval starts at ``poll_interval`` and grows by half each poll up
-        to ``max_poll_interval``. ``on_progress`` gets the batch at the first
-        poll and whenever its counts or status change.
-        """
-        started = self._clock()
-        interval = poll_interval
-        last: tuple[Any, ...] | None = None
-        while True:
-            batch = self.get_batch(batch_id)
-            state = (batch.status, batch.completed_count, batch.failed_count, batch.cancelled_count)
-            if on_progress is not None and state != last:
-                on_progress(batch)
-            last = state
-            if batch.is_terminal:
-                return raise_for_status(batch) if raise_on_failure else batch
-            waited = self._clock() - started
-            if max_wait is not None and waited >= max_wait:
-                raise WaitTimeoutError(batch, waited)
-            delay = min(interval, max_poll_interval)
-            if max_wait is not None:
-                delay = min(delay, max_wait - waited)
-            self._sleep(max(delay, 0.0))
-            interval *= 1.5

@@ -15,7 +15,7 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
@@ -23,6 +23,9 @@ import pyarrow.compute as pc
 
 from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import DataError
+
+if TYPE_CHECKING:
+    from tablebatch.api.protocol import Limits
 
 _READABLE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _BLANK = r"^[\s\p{Z}\x0b\x1c-\x1f\x85]*$"  # what str.strip() strips, in RE2
@@ -384,6 +387,18 @@ def build_requests(table: pa.Table, config: JobConfig, ids: pa.Array, model: str
     plan = plan_requests(table, config, ids, model)
     _ = plan.items
     return plan
+
+
+def within_limits(config: JobConfig, limits: Limits) -> JobConfig:
+    """The config with ``batch.max_requests``/``max_bytes`` lowered to what one batch may
+    hold at the provider (its dialect's ``limits``), so that every shard fits."""
+    count, size = config.batch.max_requests, config.batch.max_bytes
+    count = min(count, limits.max_requests or count)
+    size = min(size, limits.max_bytes or size)
+    if (count, size) == (config.batch.max_requests, config.batch.max_bytes):
+        return config
+    batch = config.batch.model_copy(update={"max_requests": count, "max_bytes": size})
+    return config.model_copy(update={"batch": batch})
 
 
 def shard(items: Requests, config: JobConfig) -> list[Requests]:

@@ -19,6 +19,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tablebatch.api.providers import BASE_URLS, KEY_ENVS, Provider
 from tablebatch.jobs.errors import ConfigError
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -88,24 +89,71 @@ class PromptConfig(Strict):
         return value
 
 
+LOCAL = "local"
+
+
 class ApiConfig(Strict):
     """The Batch API to use; omitted, a local server is started for the run."""
 
-    provider: Literal["seed"] = "seed"
-    base_url: str = Field(description="e.g. https://api.x.ai/v1")
-    api_key_env: str = Field("XAI_API_KEY", description="Environment variable holding the key.")
+    provider: Provider = Field(
+        "seed", description="Whose batch API: seed (the spec's), xai, openai or anthropic."
+    )
+    base_url: str | None = Field(
+        None,
+        description="e.g. https://api.x.ai/v1; default: the provider's. 'local': a local server "
+        "for the run, speaking the provider's dialect.",
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="Environment variable holding the key; default XAI_API_KEY, OPENAI_API_KEY "
+        "or ANTHROPIC_API_KEY by provider.",
+    )
     api_key_secret: str | None = Field(
         None, description="A Prefect Secret block holding the key; used before api_key_env."
     )
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0)
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="anthropic: max_tokens of requests whose params give none (default 1024).",
+    )
+    ledger: str | None = Field(
+        None,
+        description="anthropic: the file recording its batches by name (default "
+        ".tablebatch/anthropic-batches.jsonl in the project).",
+    )
 
     @field_validator("base_url")
     @classmethod
-    def _check_url(cls, value: str) -> str:
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == LOCAL:
+            return value
         if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("base_url must start with http:// or https://")
+            raise ValueError("base_url must start with http:// or https:// (or be 'local')")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ApiConfig:
+        if self.base_url is None:
+            if self.provider not in BASE_URLS:
+                raise ValueError(
+                    "base_url is required for provider seed (the spec's API has no public "
+                    "address): give the server's URL, e.g. http://127.0.0.1:8000/v1, or 'local'"
+                )
+            self.base_url = BASE_URLS[self.provider]
+        if self.api_key_env is None:
+            self.api_key_env = KEY_ENVS[self.provider]
+        if self.provider != "anthropic":
+            extra = [k for k in ("max_tokens", "ledger") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} is for provider anthropic only")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the run starts its own local server (``base_url: local``)."""
+        return self.base_url == LOCAL
 
 
 class BatchSettings(Strict):
@@ -256,6 +304,16 @@ class JobConfig(Strict):
             raise ValueError("scoring: judge needs a judge section (model, template)")
         if self.kind != "evaluation" and ("scoring" in self.model_fields_set or self.judge):
             raise ValueError("scoring and judge are for kind: evaluation")
+        if self.api is not None and self.api.provider == "anthropic":
+            from tablebatch.api.dialects.anthropic import unsupported_params
+
+            bad = unsupported_params(self.params)
+            if bad:
+                raise ValueError(
+                    f"params {', '.join(bad)}: not parameters of Anthropic's Messages API "
+                    "(provider anthropic); remove them, or use its own (e.g. stop_sequences, "
+                    "thinking, output_config)"
+                )
         return self
 
     # -- derived -------------------------------------------------------------------

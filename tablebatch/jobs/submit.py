@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from tablebatch.api import (
     Batch,
+    BatchAPI,
     BatchClient,
     ConflictError,
     UnprocessableEntityError,
@@ -66,7 +67,7 @@ def batch_prefix(config: JobConfig, stage: str, fingerprint: str, attempt: int) 
     return batch_name(config, stage, fingerprint, attempt, 0).removesuffix("s0000")
 
 
-def existing_batches(client: BatchClient, prefix: str) -> dict[str, Batch]:
+def existing_batches(client: BatchAPI, prefix: str) -> dict[str, Batch]:
     """The oldest batch of each name that starts with ``prefix``: one listing for all the
     shards of an attempt, instead of one lookup per shard."""
     found: dict[str, Batch] = {}
@@ -80,7 +81,7 @@ def existing_batches(client: BatchClient, prefix: str) -> dict[str, Batch]:
 
 
 def claim_batch(
-    client: BatchClient,
+    client: BatchAPI,
     name: str,
     model: str,
     description: str,
@@ -108,7 +109,7 @@ def claim_batch(
 
 
 def submit_shard(
-    client: BatchClient,
+    client: BatchAPI,
     name: str,
     model: str,
     items: Iterable[tuple[str, bytes]],
@@ -131,12 +132,12 @@ def submit_shard(
 
 
 def wait_for(
-    client: BatchClient,
+    client: BatchAPI,
     batch: Batch,
     config: JobConfig,
     on_progress: Callable[[Batch], None] | None = None,
 ) -> Batch:
-    """Poll a batch until it ends (``BatchClient.wait_for_batch`` with the job's settings)."""
+    """Poll a batch until it ends (``wait_for_batch`` with the job's settings)."""
     if batch.is_terminal:
         if on_progress is not None:
             on_progress(batch)
@@ -181,7 +182,7 @@ def _read(result: dict[str, Any], batch_id: str, out: dict[str, list[Any]]) -> N
     out["completion_tokens"].append(completion if isinstance(completion, int) else 0)
 
 
-def _pages(client: BatchClient, batch_id: str) -> Any:
+def _pages(client: BatchAPI, batch_id: str) -> Any:
     """Result pages as large as the server allows (10,000, else its own maximum)."""
     try:
         first = True
@@ -194,7 +195,7 @@ def _pages(client: BatchClient, batch_id: str) -> Any:
         yield from client.iter_result_pages(batch_id, page_size=1000)
 
 
-def collect(client: BatchClient, batch: Batch, custom_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+def collect(client: BatchAPI, batch: Batch, custom_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
     """Every result of a finished batch, as a table (built a page at a time); requests with
     none get the batch's reason."""
     pages: list[pa.RecordBatch] = []
@@ -267,7 +268,7 @@ class ShardOutcome:
 
 
 def send_shard(
-    client: BatchClient,
+    client: BatchAPI,
     config: JobConfig,
     rows: Sendable,
     name: str,
