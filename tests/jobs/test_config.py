@@ -86,6 +86,13 @@ def test_the_documented_example_is_accepted(tmp_path: Path) -> None:
         ({"output": {"path": "out.xlsx"}}, "must end in .parquet or .csv"),
         ({"api": {"base_url": "api.x.ai"}}, "base_url must start with http"),
         ({"api": {"base_url": "https://x", "api_key": "sk-1"}}, "api.api_key: unknown key"),
+        ({"api": {"api_key_env": "K"}}, "api: base_url is required for provider seed"),
+        ({"api": {"provider": "gemini"}}, "api.provider: Input should be 'seed', 'xai'"),
+        ({"api": {"provider": "xai", "max_tokens": 9}}, "max_tokens is for provider anthropic"),
+        (
+            {"api": {"provider": "anthropic"}, "params": {"presence_penalty": 1, "top_p": 1}},
+            "params presence_penalty: not parameters of Anthropic's Messages API",
+        ),
         ({"scoring": "exact"}, "scoring and judge are for kind: evaluation"),
         ({"input": {"path": "x.csv"}}, "input.id_column: missing"),
     ],
@@ -153,3 +160,25 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_template_fields() -> None:
     assert template_fields("{a} and {b} and {a} {{literal}}") == ["a", "b"]
     assert template_fields("{review text}") == ["review text"]
+
+
+@pytest.mark.parametrize(
+    ("api", "base_url", "key"),
+    [
+        ({"base_url": "http://127.0.0.1:8000/v1"}, "http://127.0.0.1:8000/v1", "XAI_API_KEY"),
+        ({"provider": "xai"}, "https://api.x.ai/v1", "XAI_API_KEY"),
+        ({"provider": "openai"}, "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ({"provider": "anthropic"}, "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY"),
+        ({"provider": "openai", "base_url": "local"}, "local", "OPENAI_API_KEY"),
+        (
+            {"provider": "anthropic", "base_url": "https://proxy.test/v1/", "api_key_env": "K"},
+            "https://proxy.test/v1",
+            "K",
+        ),
+    ],
+)
+def test_each_provider_has_its_address_and_key_variable(api, base_url, key) -> None:
+    config = parse_config(_base(api=api), "c.yaml")
+    assert config.api is not None
+    assert (config.api.base_url, config.api.api_key_env) == (base_url, key)
+    assert config.api.is_local == (base_url == "local")

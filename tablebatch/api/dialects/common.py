@@ -44,8 +44,8 @@ def map_status(
 class IdCodec:
     """Maps custom_ids to ids a provider accepts, reversibly.
 
-    An id that matches the provider's pattern (and does not start with the
-    escape prefix) is sent as it is; any other is sent as the prefix plus the
+    An id that matches the provider's pattern, fits ``max_length`` and does not
+    start with the escape prefix is sent as it is; any other is sent as the prefix plus the
     base64url of its UTF-8 bytes, which uses only ``[A-Za-z0-9_-]``. Too long
     even then, it is refused with a message saying so.
     """
@@ -61,7 +61,8 @@ class IdCodec:
         """The id to send for ``custom_id``."""
         if self.pattern is None:
             return custom_id
-        if self.pattern.fullmatch(custom_id) and not custom_id.startswith(self.PREFIX):
+        fits = self.max_length is None or len(custom_id) <= self.max_length
+        if fits and self.pattern.fullmatch(custom_id) and not custom_id.startswith(self.PREFIX):
             return custom_id
         wire = self.PREFIX + base64.urlsafe_b64encode(custom_id.encode()).decode().rstrip("=")
         if self.max_length is not None and len(wire) > self.max_length:

@@ -196,11 +196,11 @@ class OneCallApi(HttpApi):
                 f"batch {batch_id} ({draft.name}) has no requests; add some before starting it.",
                 status_code=409,
             )
+        self._check_size(draft)
         existing = self._find_sent(draft.name)
         if existing:
             batch = existing[-1]  # the oldest: what every run of the job settles on
         else:
-            self._check_size(draft)
             batch = self._send(draft)
             older = self._find_sent(draft.name)
             if older and older[-1].id != batch.id:  # another run sent it at the same moment

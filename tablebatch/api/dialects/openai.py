@@ -94,8 +94,8 @@ class OpenAIBatches(OneCallApi):
         rest = max(total - done - errored, 0)
         if status == "cancelled":
             stopped = rest
-        elif status == "failed":
-            errored += rest
+        elif status in ("failed", "completed"):
+            errored += rest  # ended without an answer
         metadata = raw.get("metadata") or {}
         error = None
         if raw.get("status") == "expired":
