@@ -197,10 +197,8 @@ def test_nothing_is_sent_until_start_then_one_file_and_one_named_batch() -> None
         "body": {"model": "gpt-x", "messages": [{"role": "user", "content": "q0"}]},
     }
     metadata = api.batches[batch.id]["metadata"]
-    assert metadata == {
-        "tablebatch_name": "job--answer-1--a1--s0000",
-        "tablebatch_description": "d",
-    }
+    name = "job--answer-1--a1--s0000"
+    assert metadata == {"tablebatch_name": name, "name": name, "description": "d"}
 
 
 def test_a_re_run_finds_its_batch_by_metadata_across_pages_and_sends_nothing() -> None:

@@ -10,7 +10,8 @@ endpoint, completion_window: "24h", metadata}``. Results are JSONL files:
   ``failed`` (its answered requests still have results, which are read); any
   other stops with an error naming it.
 - **Never twice**: the job's batch name is stored in the batch's ``metadata``
-  (``tablebatch_name``); a re-run lists the batches and matches it.
+  (``tablebatch_name``, matched; ``name`` and ``description`` too, for people); a
+  re-run lists the batches and matches it.
 - **Limits**: 50,000 requests and 200 MB per batch (file).
 - A batch whose every request failed still says ``completed``; a request's
   error may be in ``error`` or in ``response.body.error`` — both are read.
@@ -50,7 +51,6 @@ STATUSES: dict[str, BatchStatus] = {
     "cancelled": "cancelled",
 }
 NAME_KEY = "tablebatch_name"
-DESCRIPTION_KEY = "tablebatch_description"
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200_000_000
 LINE_OVERHEAD = 64  # bytes a line adds to the seed's: "method", "url"
@@ -112,7 +112,7 @@ class OpenAIBatches(OneCallApi):
         return Batch(
             id=batch_id,
             name=str(metadata.get(NAME_KEY) or ""),
-            description=metadata.get(DESCRIPTION_KEY),
+            description=metadata.get("description"),
             model=raw.get("model"),
             endpoint=raw.get("endpoint"),
             status=status,
@@ -152,9 +152,9 @@ class OpenAIBatches(OneCallApi):
         file_id = self._json(upload).get("id")
         if not isinstance(file_id, str):
             raise BatchApiError("POST /files: the answer has no file id.")
-        metadata = {NAME_KEY: draft.name}
+        metadata = {NAME_KEY: draft.name, "name": draft.name}  # "name": for people to read
         if draft.description:
-            metadata[DESCRIPTION_KEY] = draft.description[:512]
+            metadata["description"] = draft.description[:512]
         payload = orjson.dumps(
             {
                 "input_file_id": file_id,
