@@ -315,3 +315,14 @@ def test_results_of_another_name_are_not_joined(tmp_path) -> None:
     api.end(raw["id"], {f"{name_tag('other')}-a": "errored"})
     with _client(api, ledger) as client:
         assert list(client.iter_result_pages(raw["id"])) == []
+
+
+def test_an_attempts_batches_are_found_by_their_name_prefix(tmp_path) -> None:
+    api = FakeAnthropic()
+    ledger = tmp_path / "l.jsonl"
+    with _client(api, ledger) as client:
+        for name in ("job--a1--s0000", "job--a1--s0001", "job--a2--s0000"):
+            _submit(client, name, ["a"])
+    with _client(api, ledger) as client:
+        found = [b.name for b in client.iter_batches(name_prefix="job--a1--")]
+    assert found == ["job--a1--s0001", "job--a1--s0000"]

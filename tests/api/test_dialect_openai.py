@@ -337,3 +337,15 @@ def test_a_bad_key_says_where_it_came_from_and_is_never_shown() -> None:
         client.get_batch("batch_0")
     assert "$OPENAI_API_KEY" in str(info.value)
     assert "sk-wrong-secret" not in str(info.value) and "sk-wrong-secret" not in repr(client)
+
+
+def test_an_attempts_batches_are_found_by_their_name_prefix() -> None:
+    api = FakeOpenAI()
+    with _client(api) as client:
+        for name in ("job--a1--s0000", "job--a1--s0001", "job--a2--s0000", "other--a1--s0000"):
+            draft = client.create_batch(name)
+            client.add_requests(draft.id, _lines(1))
+            client.start(draft.id)
+        draft = client.create_batch("job--a1--s0002")  # not sent yet: a draft, listed last
+        found = [b.name for b in client.iter_batches(name_prefix="job--a1--")]
+    assert found == ["job--a1--s0001", "job--a1--s0000", "job--a1--s0002"]

@@ -262,3 +262,12 @@ def test_a_bad_key_says_where_it_came_from() -> None:
         client.get_batch("batch_0000")
     assert "bad key" in str(info.value) and "$XAI_API_KEY" in str(info.value)
     assert "xai-wrong" not in str(info.value)
+
+
+def test_an_attempts_batches_are_found_by_their_name_prefix() -> None:
+    api = FakeXai(page=2)
+    with _client(api) as client:
+        for name in ("job--a1--s0000", "job--a2--s0000", "job--a1--s0001", "x--a1--s0000"):
+            client.create_batch(name)
+        found = [b.name for b in client.iter_batches(name_prefix="job--a1--")]
+    assert found == ["job--a1--s0001", "job--a1--s0000"]
