@@ -1,6 +1,7 @@
 """The same job through every provider's dialect, end to end: the real flow, the real local
 server speaking the dialect (``api.base_url: local``), real files. The output tables are
-the same but for batch ids; failed rows are retried in every dialect."""
+the same but for batch ids; a re-run finds its batch and sends nothing; failed rows are
+retried in every dialect."""
 
 from __future__ import annotations
 
