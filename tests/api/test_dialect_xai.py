@@ -50,8 +50,8 @@ class FakeXai:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix("/v1")
         self.calls[f"{request.method} {path.split('/')[1] if '/' in path else path}"] += 1
-        if request.headers.get("authorization") != "Bearer xai-test":
-            return httpx.Response(401, json={"code": "Unauthenticated", "error": "bad key"})
+        if request.headers.get("authorization") != "Bearer xai-test":  # 400, as at xAI
+            return httpx.Response(400, json={"code": "x", "error": "Incorrect API key provided"})
         if request.method == "POST" and path == "/batches":
             return httpx.Response(200, json=self.create(orjson.loads(request.content)["name"]))
         if request.method == "GET" and path == "/batches":
@@ -253,14 +253,14 @@ def test_results_of_every_shape_in_the_seeds_shape() -> None:
     assert [len(p) for p in pages] == [2, 2]
     assert results["id-r0"]["response"]["choices"][0]["message"]["content"] == "a:q0"
     assert results["id-r1"]["status"] == "failed"
-    assert results["id-r1"]["error"] == {"type": "13", "message": "model failed"}
+    assert results["id-r1"]["error"] == {"type": "internal", "message": "model failed"}
     assert results["id-r9"]["status"] == "cancelled"
 
 
 def test_a_bad_key_says_where_it_came_from() -> None:
     with _client(FakeXai(), key="xai-wrong") as client, pytest.raises(AuthenticationError) as info:
         client.get_batch("batch_0000")
-    assert "bad key" in str(info.value) and "$XAI_API_KEY" in str(info.value)
+    assert "Incorrect API key" in str(info.value) and "$XAI_API_KEY" in str(info.value)
     assert "xai-wrong" not in str(info.value)
 
 

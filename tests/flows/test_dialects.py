@@ -80,8 +80,8 @@ def test_failed_rows_are_retried_in_every_dialect(project, tmp_path, monkeypatch
     clean = project(_sentiment(f"clean-{provider}", provider, **job), files)
     batch_job(str(clean))
     shutil.rmtree(tmp_path / ".tablebatch")  # a fresh server: nothing to find
-    monkeypatch.setenv("TABLEBATCH_SERVER_FAULTS__SEED", "3")
-    monkeypatch.setenv("TABLEBATCH_SERVER_FAULTS__REQUEST_FAILURE_RATE", "0.3")
+    monkeypatch.setenv("TABLEBATCH_SERVER_FAULTS__SEED", "7")
+    monkeypatch.setenv("TABLEBATCH_SERVER_FAULTS__REQUEST_FAILURE_RATE", "0.2")
     faulty = project(_sentiment(f"faulty-{provider}", provider, **job), files)
     report = batch_job(str(faulty))
 

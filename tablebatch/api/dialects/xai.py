@@ -32,6 +32,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import httpx
 import orjson
 
 from tablebatch.api.client import DEFAULT_BYTES_PER_CALL, DEFAULT_REQUESTS_PER_CALL, chunk_requests
@@ -44,7 +45,13 @@ from tablebatch.api.dialects.common import (
     parse_time,
     unique,
 )
-from tablebatch.api.errors import APIConnectionError, APIStatusError, BatchApiError
+from tablebatch.api.errors import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    BatchApiError,
+    status_error,
+)
 from tablebatch.api.http import HttpApi, new_idempotency_key
 from tablebatch.api.models import Batch, BatchStatus, ErrorInfo
 from tablebatch.api.protocol import AddResult, Limits
@@ -54,7 +61,19 @@ from tablebatch.crash import crash_point
 log = logging.getLogger("tablebatch.api")
 
 MAX_PAGE = 1000
-CANCELLED_CODES = {1, "1", "CANCELLED", "cancelled", "canceled"}  # google.rpc.Code CANCELLED
+GRPC_CODES = {  # google.rpc.Code numbers, as a failed request's error carries them
+    1: "cancelled",
+    2: "unknown",
+    3: "invalid_argument",
+    4: "deadline_exceeded",
+    5: "not_found",
+    7: "permission_denied",
+    8: "resource_exhausted",
+    9: "failed_precondition",
+    13: "internal",
+    14: "unavailable",
+    16: "unauthenticated",
+}
 
 
 class XaiBatches(HttpApi):
@@ -78,6 +97,23 @@ class XaiBatches(HttpApi):
         self._lock = threading.Lock()
 
     # -- batches -------------------------------------------------------------------
+
+    def _status_failure(
+        self, response: httpx.Response, attempt: int
+    ) -> tuple[BatchApiError, bool, float | None]:
+        """xAI answers a wrong key with a 400: it is told as an ``AuthenticationError`` that
+        says where the key came from, like a 401."""
+        if response.status_code == 400 and "api key" in response.text.lower():
+            error = status_error(response, attempts=attempt, key_source=self.key_source)
+            where = self.key_source or "the api_key given to the client"
+            raise AuthenticationError(
+                f"{error} Check the API key in {where}.",
+                status_code=400,
+                server_message=error.server_message,
+                body=error.body,
+                attempts=attempt,
+            )
+        return super()._status_failure(response, attempt)
 
     def _batch(self, raw: Any) -> Batch:
         """An xAI batch as the seed's ``Batch``; its status is read from its state."""
@@ -306,9 +342,12 @@ class XaiBatches(HttpApi):
         error = outcome.get("error") or raw.get("error")
         if error:
             code = error.get("code") if isinstance(error, dict) else None
-            if code in CANCELLED_CODES:
+            kind, message = error_text(error)
+            if isinstance(code, int) and code in GRPC_CODES:
+                kind = GRPC_CODES[code]
+            if kind.lower() in ("cancelled", "canceled"):
                 return cancelled(custom_id, batch_id)
-            return failed(custom_id, *error_text(error))
+            return failed(custom_id, kind, message)
         raise BatchApiError(
             f"xai batch {batch_id}: the result of {raw['batch_request_id']!r} has neither a "
             "chat completion nor an error."
