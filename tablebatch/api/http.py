@@ -13,6 +13,7 @@ or an exception. Time is injected (``sleep``, ``clock``) so tests never wait.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -221,9 +222,10 @@ class HttpApi:
         self._sleep(delay)
 
     def _iter_lines(self, path: str) -> Iterator[str]:
-        """The non-empty lines of a streamed download (JSONL); a dropped connection is
-        retried by the policy, skipping the lines already given."""
-        given = 0
+        """The non-empty lines of a streamed download (JSONL). A dropped connection is
+        retried by the policy, and the download read again from the start, skipping the
+        lines already given (by their digest: a provider may not keep the order)."""
+        given: set[bytes] = set()
         started = self._clock()
         attempt = 0
         while True:
@@ -234,14 +236,14 @@ class HttpApi:
                         response.read()
                         error, _, retry_after = self._status_failure(response, attempt)
                     else:
-                        seen = 0
                         for line in response.iter_lines():
                             if not line.strip():
                                 continue
-                            seen += 1
-                            if seen > given:
-                                given += 1
-                                yield line
+                            digest = hashlib.blake2b(line.encode(), digest_size=12).digest()
+                            if digest in given:
+                                continue
+                            yield line
+                            given.add(digest)
                         return
             except httpx.TransportError as exc:
                 error, _, retry_after = self._transport_error("GET", path, exc, attempt)

@@ -52,8 +52,13 @@ class FakeOpenAI:
         self.headers: list[httpx.Headers] = []
         self.fail_create_after_commit = fail_create_after_commit
         self.clock = 1_700_000_000
+        self.intercept: Any = None  # a test's own answer to a request, if it gives one
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.intercept is not None:
+            answer = self.intercept(request)
+            if answer is not None:
+                return answer
         path = request.url.path.removeprefix("/v1")
         self.calls[f"{request.method} {path}"] += 1
         self.headers.append(request.headers)
@@ -349,3 +354,40 @@ def test_an_attempts_batches_are_found_by_their_name_prefix() -> None:
         draft = client.create_batch("job--a1--s0002")  # not sent yet: a draft, listed last
         found = [b.name for b in client.iter_batches(name_prefix="job--a1--")]
     assert found == ["job--a1--s0001", "job--a1--s0000", "job--a1--s0002"]
+
+
+class _Dropping(httpx.SyncByteStream):
+    """A body that sends ``lines`` and then loses the connection."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+
+    def __iter__(self):
+        for line in self.lines:
+            yield line + b"\n"
+        raise httpx.ReadError("connection reset mid-download")
+
+
+def test_a_download_cut_short_resumes_without_giving_a_line_twice() -> None:
+    api = FakeOpenAI()
+    with _client(api) as client:
+        draft = client.create_batch("dl")
+        client.add_requests(draft.id, _lines(6))
+        batch = client.start(draft.id)
+        api.finish(batch.id)
+        output = api.batches[batch.id]["output_file_id"]
+        lines = api.files[output].splitlines()
+        served = []
+
+        def content(request: httpx.Request) -> httpx.Response | None:
+            if not request.url.path.endswith(f"/files/{output}/content"):
+                return None
+            served.append(1)
+            if len(served) == 1:  # the first download drops after three lines
+                return httpx.Response(200, stream=_Dropping(lines[:3]))
+            return httpx.Response(200, content=b"\n".join(lines[::-1]))  # in another order
+
+        api.intercept = content
+        results = [r["custom_id"] for page in client.iter_result_pages(batch.id) for r in page]
+    assert len(served) == 2
+    assert sorted(results) == sorted(f"id-r{i}" for i in range(6))  # each once
