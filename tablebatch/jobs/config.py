@@ -133,6 +133,16 @@ class ApiConfig(Strict):
             raise ValueError("base_url must start with http:// or https:// (or be 'local')")
         return value.rstrip("/")
 
+    @field_validator("ledger")
+    @classmethod
+    def _check_ledger(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value:
+            raise ValueError(
+                "the ledger is a local file (appended to and synced); give a path, e.g. one "
+                "on a disk the job's machines share"
+            )
+        return value
+
     @model_validator(mode="after")
     def _defaults(self) -> ApiConfig:
         if self.base_url is None:

@@ -90,6 +90,10 @@ def test_the_documented_example_is_accepted(tmp_path: Path) -> None:
         ({"api": {"provider": "gemini"}}, "api.provider: Input should be 'seed', 'xai'"),
         ({"api": {"provider": "xai", "max_tokens": 9}}, "max_tokens is for provider anthropic"),
         (
+            {"api": {"provider": "anthropic", "ledger": "s3://bucket/ledger.jsonl"}},
+            "api.ledger: the ledger is a local file",
+        ),
+        (
             {"api": {"provider": "anthropic"}, "params": {"presence_penalty": 1, "top_p": 1}},
             "params presence_penalty: not parameters of Anthropic's Messages API",
         ),
