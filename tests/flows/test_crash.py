@@ -25,12 +25,18 @@ from prefect.settings import PREFECT_API_URL
 
 from tablebatch.crash import POINTS
 
-# Per dialect, the point that tests what it does differently from the seed's API.
-DIALECT_POINTS = {
-    "xai": "mid-add",  # a half-filled batch that no process has started: add what it lacks
-    "openai": "created-unrecorded",  # created at the provider: found by its metadata name
-    "anthropic": "created-unrecorded",  # an intent with no id in the ledger: adopted
-}
+# Per dialect, every point it passes through. xAI adds as the seed does; OpenAI and
+# Anthropic send a batch in one call (nothing is sent before it, so no "mid-add"), and
+# "created-unrecorded" is the moment the provider has the batch and the run has not yet
+# recorded it (found again by its metadata name; adopted from the ledger's intent).
+DIALECT_POINTS = [
+    *[("xai", point) for point in POINTS],
+    *[
+        (provider, point)
+        for provider in ("openai", "anthropic")
+        for point in ("created-unrecorded", "polling", "collecting", "writing")
+    ],
+]
 
 ROWS = 2500  # three add calls of 1000 and three result pages of 1000
 
@@ -88,7 +94,7 @@ def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, point: 
     _finish(second)
 
 
-@pytest.mark.parametrize(("provider", "point"), DIALECT_POINTS.items())
+@pytest.mark.parametrize(("provider", "point"), DIALECT_POINTS)
 def test_a_killed_run_resumes_in_every_dialect(tmp_path: Path, provider: str, point: str) -> None:
     first = _project(tmp_path / "machine-1", provider)
     _finish(_crash(first, point, tmp_path / "machine-2", provider))
