@@ -183,8 +183,15 @@ def _drain(stream: IO[str]) -> None:
 
 
 @contextmanager
-def run_server(db: str) -> Iterator[Server]:
-    """Start ``tablebatch server --port 0`` in a subprocess; stop it when the block ends."""
+def run_server(db: str, requests: int = 0) -> Iterator[Server]:
+    """Start ``tablebatch server --port 0`` in a subprocess; stop it when the block ends.
+
+    Its per-batch limits are raised to hold ``requests`` in the one batch measured."""
+    env = {
+        **os.environ,
+        "TABLEBATCH_SERVER_LIMITS__MAX_REQUESTS_PER_BATCH": str(max(requests, 100_000)),
+        "TABLEBATCH_SERVER_LIMITS__MAX_BYTES_PER_BATCH": str(max(requests * 1024, 256 * 2**20)),
+    }
     log_dir = tempfile.mkdtemp(prefix="tablebatch-bench-log-")
     stderr_path = os.path.join(log_dir, "server.stderr")
     command = [sys.executable, "-m", "flows.cli", "server", "--port", "0", "--db", db, "--no-auth"]
@@ -196,6 +203,7 @@ def run_server(db: str) -> Iterator[Server]:
             stdin=subprocess.DEVNULL,
             text=True,
             bufsize=1,
+            env=env,
         )
     try:
         url = _wait_ready(process, stderr_path)
@@ -391,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.disable()
     try:
         with (
-            run_server(db) as server,
+            run_server(db, n) as server,
             httpx.Client(base_url=server.url, timeout=300.0, trust_env=False) as client,
         ):
             print(f"server {server.url} (pid {server.process.pid}, db {db})", flush=True)
