@@ -186,6 +186,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _error(exc)
         return 2
     del table, ids  # the flow reads the table again: not two copies of it in memory
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
     _quiet_prefect()
     from flows.job import batch_job
 

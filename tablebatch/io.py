@@ -76,6 +76,7 @@ def _read_stream(handle: object, suffix: str, path: str, string_columns: list[st
         if parquet.num_row_groups < 2:
             return parquet.read()
         groups = [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
+        pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
         return pa.concat_tables(groups)
     header = pacsv.open_csv(handle).schema.names if string_columns else []
     handle.seek(0)  # type: ignore[attr-defined]
