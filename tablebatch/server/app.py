@@ -128,7 +128,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up = getattr(backend, "warm_up", None)
-        if warm_up is not None:
+        if warm_up is not None and settings.process:
             warm_up()
         worker.start()
         try:

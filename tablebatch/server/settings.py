@@ -117,6 +117,11 @@ class ServerSettings(BaseSettings):
     upstream_timeout_s: float = Field(120.0, gt=0)
     upstream_max_retries: int = Field(3, ge=0)
     worker_chunk: int = Field(1000, ge=1, description="Requests the worker takes at a time.")
+    process: bool = Field(
+        True,
+        description="Process started batches. False serves a database that another server "
+        "processes (e.g. a running job's): cancels are finished, nothing is answered.",
+    )
     idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
     dialect_limits: DialectLimits = Field(default_factory=DialectLimits)

@@ -129,6 +129,8 @@ class Worker:
         for batch in cancelling:  # chunks in flight are recorded later, for rows still pending
             self.store.finish_cancel(batch.seq)
             log.info("batch %s cancelled", batch.id)
+        if not self.settings.process:
+            return IDLE_WAIT_S  # another server on this database answers its batches
         for batch_id in self.store.expire_due():  # the same for a dialect batch past its window
             log.info("batch %s expired", batch_id)
         faults = self.settings.faults

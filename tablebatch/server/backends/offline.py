@@ -29,8 +29,10 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from typing import Any
@@ -281,10 +283,35 @@ def answer_rows(rows: list[tuple[int, str, bytes]], created: int) -> list[Encode
     return out
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block Ctrl-C and stop signals in this thread while it may start helpers: they
+    inherit the mask, so a signal to the process group (a terminal's Ctrl-C, a Prefect
+    runner's SIGTERM) cannot kill one while it starts up."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _init_helper(parent: int) -> None:
-    """Set up a helper process: Ctrl-C is the server's to handle, and the helper ends
-    when the server does, even when it was killed and could not say so."""
+    """Set up a helper process: Ctrl-C and stop signals are the server's to handle (a
+    terminal and a Prefect runner signal the whole process group, so the helper leaves
+    it), and the helper ends when the server does, even when it was killed and could not
+    say so."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "setpgrp"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # drops one sent to the group meanwhile
+        os.setpgrp()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool may still terminate it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -339,8 +366,9 @@ class OfflineBackend:
         if self._processes > 1:
             try:
                 pool = _pool(self._processes)
-                for _ in range(self._processes):
-                    pool.submit(answer_rows, [], 0)
+                with _stop_signals_blocked():
+                    for _ in range(self._processes):
+                        pool.submit(answer_rows, [], 0)
             except (RuntimeError, OSError, BrokenProcessPool) as exc:
                 log.warning("offline backend: no helper processes (%s); answering in-thread", exc)
                 self._processes = 0
@@ -356,10 +384,11 @@ class OfflineBackend:
             size = -(-len(rows) // (self._processes * 2))
             try:
                 pool = _pool(self._processes)
-                parts = [
-                    pool.submit(answer_rows, rows[i : i + size], created)
-                    for i in range(0, len(rows), size)
-                ]
+                with _stop_signals_blocked():
+                    parts = [
+                        pool.submit(answer_rows, rows[i : i + size], created)
+                        for i in range(0, len(rows), size)
+                    ]
                 return _Joined(rows, parts)
             except (RuntimeError, OSError, BrokenProcessPool) as exc:
                 log.warning("offline backend: no helper processes (%s); answering in-thread", exc)
