@@ -186,6 +186,16 @@ class BatchSettings(Strict):
         description="Share of an attempt's requests that may fail before the job stops as "
         "systemic (instead of retrying row by row).",
     )
+    on_abort: Literal["cancel", "keep"] = Field(
+        "cancel",
+        description="When a run is stopped (Ctrl-C, a cancel in Prefect, a crash): cancel its "
+        "batches in flight (answered rows are kept), or keep them running on the API.",
+    )
+    on_timeout: Literal["keep", "cancel"] = Field(
+        "keep",
+        description="When max_wait_s passes: keep the batches running (a re-run collects them), "
+        "or cancel them (answered rows are kept; a re-run sends only the rest).",
+    )
 
 
 class OutputConfig(Strict):

@@ -4,6 +4,8 @@
     ├── ConfigError      the config cannot be used (names the file and the key)
     ├── DataError        the table cannot be used (names the file, column or rows)
     └── JobFailed        the run could not finish (a batch timed out, a systemic failure)
+        └── JobAborted   the run was stopped: its batches were kept running
+            └── JobCancelled  … or cancelled, the answered rows written
 
 API errors (``tablebatch.api.errors``) pass through unchanged.
 """
@@ -25,3 +27,26 @@ class DataError(JobError, ValueError):
 
 class JobFailed(JobError):
     """The run could not finish; what was answered is kept."""
+
+
+class JobAborted(JobFailed):
+    """The run was stopped (Ctrl-C, a cancel in Prefect, a stop signal) before it finished;
+    the message says what became of its batches and how to go on."""
+
+    def __init__(self, message: str, *, signal: int | None = None) -> None:
+        super().__init__(message)
+        self.signal = signal  # the signal that stopped the run, if one did
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self),), dict(self.__dict__))  # picklable, as Prefect may
+
+
+class JobCancelled(JobAborted):
+    """The run was stopped and its batches cancelled; the output holds the answered rows
+    (``report`` is its report) and marks the others ``cancelled``."""
+
+    def __init__(
+        self, message: str, report: dict | None = None, *, signal: int | None = None
+    ) -> None:
+        super().__init__(message, signal=signal)
+        self.report = report
