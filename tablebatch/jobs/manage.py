@@ -1,0 +1,536 @@
+"""A job's batches on the API: find them, show how far they got, cancel them.
+
+A job names its batches ``<job>--<stage>-<fingerprint>--a<attempt>--s<shard>``
+(``tablebatch.jobs.submit.batch_name``), so the API alone knows what a job has
+running: no local file is read. The seed's list (``GET /v1/batches``, newest
+first, filtered by ``status`` at most) is paged to the end and the names are
+parsed, so this works against any server of the seed's shape.
+
+What a run does with its own batches when it is stopped is ``tablebatch.jobs.guard``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tablebatch.api import Batch, BatchClient, ConflictError, UnprocessableEntityError
+from tablebatch.jobs.config import JOB_NAME, JobConfig
+
+BATCH_NAME = re.compile(
+    r"^(?P<job>.+)--(?P<stage>[a-z]+)-(?P<fingerprint>[0-9a-f]{8})"
+    r"--a(?P<attempt>\d+)--s(?P<shard>\d+)$"
+)
+OPEN = ("created", "pending", "processing", "cancelling")  # not ended: may still cost
+RUNNING = ("created", "pending", "processing")  # may still answer requests
+
+
+@dataclass(frozen=True)
+class BatchName:
+    """What a batch's name says: its job, stage, prompt fingerprint, attempt and shard."""
+
+    job: str
+    stage: str
+    fingerprint: str
+    attempt: int
+    shard: int
+
+
+def parse_batch_name(name: str) -> BatchName | None:
+    """The parts of a name tablebatch gave a batch; None for a batch it did not name."""
+    match = BATCH_NAME.match(name)
+    if match is None or not JOB_NAME.match(match["job"]):
+        return None
+    return BatchName(
+        match["job"],
+        match["stage"],
+        match["fingerprint"],
+        int(match["attempt"]),
+        int(match["shard"]),
+    )
+
+
+def iter_all_batches(client: BatchClient, status: str | None = None) -> Iterator[Batch]:
+    """Every batch on the API (of a status), newest first, in pages as large as it allows
+    (a server refuses a page size over its limit at once: then a smaller one, then its own)."""
+    for size in (1000, 100, None):
+        seen = 0
+        try:
+            for batch in client.iter_batches(status=status, page_size=size):  # type: ignore[arg-type]
+                seen += 1
+                yield batch
+            return
+        except UnprocessableEntityError:
+            if size is None or seen:
+                raise
+
+
+def job_batches(client: BatchClient, job: str) -> list[Batch]:
+    """Every batch of ``job``, newest first."""
+    return [b for b in iter_all_batches(client) if _job_of(b) == job]
+
+
+def open_batches(client: BatchClient, wanted: Callable[[Batch], bool]) -> list[Batch]:
+    """The batches that have not ended (``OPEN``) and that ``wanted`` accepts, newest first.
+
+    Walks the list once per open status, so the cost is that of the open batches,
+    not of the account's history."""
+    found = [b for status in OPEN for b in iter_all_batches(client, status) if wanted(b)]
+    return sorted(found, key=lambda b: b.created_at or datetime.min.replace(tzinfo=UTC))[::-1]
+
+
+def _job_of(batch: Batch) -> str | None:
+    parsed = parse_batch_name(batch.name)
+    return parsed.job if parsed else None
+
+
+def of_job(job: str) -> Callable[[Batch], bool]:
+    """A filter: the batches of ``job``."""
+    return lambda batch: _job_of(batch) == job
+
+
+def with_prefix(prefixes: Collection[str]) -> Callable[[Batch], bool]:
+    """A filter: the batches whose name starts with one of ``prefixes``."""
+    found = tuple(prefixes)
+    return lambda batch: batch.name.startswith(found)
+
+
+# -- what the batches say ----------------------------------------------------------
+
+
+def tokens(batch: Batch) -> int:
+    """Tokens the batch used so far (prompt and completion)."""
+    usage = batch.usage
+    if usage is None:
+        return 0
+    return usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+
+
+def age_s(batch: Batch, now: datetime | None = None) -> float | None:
+    """Seconds since the batch was created (None when the API does not say)."""
+    if batch.created_at is None:
+        return None
+    created = batch.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return max(0.0, ((now or datetime.now(UTC)) - created).total_seconds())
+
+
+def short_age(seconds: float | None) -> str:
+    """``45s``, ``3m05s``, ``2h10m``, ``3d4h``."""
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+@dataclass
+class JobSummary:
+    """A job as the API sees it: its batches and their totals."""
+
+    job: str
+    batches: list[Batch] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        """``running`` while a batch may still answer, ``cancelling`` while one is being
+        stopped, else ``ended``."""
+        statuses = {b.status for b in self.batches}
+        if statuses & set(RUNNING):
+            return "running"
+        return "cancelling" if "cancelling" in statuses else "ended"
+
+    @property
+    def statuses(self) -> str:
+        """How many batches are in each status, e.g. ``1 processing, 2 completed``."""
+        counts = Counter(b.status for b in self.batches)
+        order = ("created", "pending", "processing", "cancelling", "completed", "failed")
+        return ", ".join(f"{counts[s]} {s}" for s in (*order, "cancelled") if counts[s])
+
+    @property
+    def newest(self) -> datetime | None:
+        """When its newest batch was created."""
+        times = [b.created_at for b in self.batches if b.created_at is not None]
+        return max(times) if times else None
+
+    def total(self, what: str) -> int:
+        """A count summed over the batches: ``request``, ``completed``, ``failed``,
+        ``cancelled`` or ``pending``."""
+        if what == "pending":
+            return sum(b.pending_count for b in self.batches)
+        return sum(getattr(b, f"{what}_count") for b in self.batches)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens used by all its batches so far."""
+        return sum(tokens(b) for b in self.batches)
+
+
+def group_jobs(batches: Iterable[Batch]) -> tuple[list[JobSummary], int]:
+    """Batches grouped by job, newest job first; and how many batches no job of
+    tablebatch named."""
+    jobs: dict[str, JobSummary] = {}
+    foreign = 0
+    for batch in batches:
+        job = _job_of(batch)
+        if job is None:
+            foreign += 1
+            continue
+        jobs.setdefault(job, JobSummary(job)).batches.append(batch)
+    oldest = datetime.min.replace(tzinfo=UTC)
+    ordered = sorted(jobs.values(), key=lambda j: j.newest or oldest, reverse=True)
+    return ordered, foreign
+
+
+@dataclass(frozen=True)
+class OutputState:
+    """The job's output table: where it is, whether it was written, and its rows."""
+
+    path: str
+    written_at: datetime | None = None
+    rows_by_status: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Rows in the output (every input row once, per model)."""
+        return sum(self.rows_by_status.values())
+
+    @property
+    def answered(self) -> int:
+        """Rows with an answer."""
+        return self.rows_by_status.get("completed", 0)
+
+    @property
+    def missing(self) -> int:
+        """Rows without one: failed, cancelled or skipped (a re-run sends the first two)."""
+        return self.rows - self.answered
+
+
+def output_state(path: str) -> OutputState:
+    """What the output at ``path`` holds (nothing, when it is not written yet)."""
+    import pyarrow.compute as pc
+
+    from tablebatch.io import read_table
+
+    if "://" not in path and not Path(path).exists():
+        return OutputState(path)
+    table = read_table(path)
+    written = None
+    if "://" not in path:
+        written = datetime.fromtimestamp(Path(path).stat().st_mtime, UTC)
+    if "status" not in table.column_names:
+        return OutputState(path, written)
+    counts = pc.value_counts(table["status"]).to_pylist()
+    return OutputState(path, written, {c["values"]: c["counts"] for c in counts})
+
+
+# -- cancelling ----------------------------------------------------------------------
+
+
+@dataclass
+class CancelOutcome:
+    """What a cancel did: the batches as they ended, and their rows."""
+
+    batches: list[Batch] = field(default_factory=list)
+
+    @property
+    def answered(self) -> int:
+        """Rows answered before the cancel: kept on the API, never sent again."""
+        return sum(b.completed_count for b in self.batches)
+
+    @property
+    def stopped(self) -> int:
+        """Rows the cancel stopped: a later run of the job sends them."""
+        return sum(b.cancelled_count for b in self.batches)
+
+    @property
+    def failed(self) -> int:
+        """Rows that failed before the cancel."""
+        return sum(b.failed_count for b in self.batches)
+
+    @property
+    def not_ended(self) -> list[Batch]:
+        """Batches still not ended when the wait gave up."""
+        return [b for b in self.batches if not b.is_terminal]
+
+
+def request_cancel(client: BatchClient, batches: Iterable[Batch]) -> list[Batch]:
+    """Ask the API to cancel each batch; a batch that ended meanwhile is left as it is.
+
+    Returns the batches as the API answered (``cancelling`` or ended)."""
+    out = []
+    for batch in batches:
+        try:
+            out.append(client.cancel(batch.id))
+        except ConflictError:  # it ended between the list and the cancel
+            out.append(client.get_batch(batch.id))
+    return out
+
+
+def wait_ended(
+    client: BatchClient,
+    batches: list[Batch],
+    *,
+    timeout_s: float = 300.0,
+    poll_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Batch]:
+    """Poll until every batch has ended (or ``timeout_s`` passed); returns them as last seen."""
+    deadline = clock() + timeout_s
+    current = {b.id: b for b in batches}
+    while True:
+        for batch_id, batch in list(current.items()):
+            if not batch.is_terminal:
+                current[batch_id] = client.get_batch(batch_id)
+        if all(b.is_terminal for b in current.values()) or clock() >= deadline:
+            return [current[b.id] for b in batches]
+        sleep(poll_s)
+
+
+def cancel_batches(
+    client: BatchClient,
+    batches: Iterable[Batch],
+    *,
+    wait: bool = True,
+    timeout_s: float = 300.0,
+    poll_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> CancelOutcome:
+    """Cancel ``batches`` and (with ``wait``) wait until they are ``cancelled``.
+
+    Answered requests keep their results on the API: a later run of the job
+    collects them and sends only the rest."""
+    asked = request_cancel(client, batches)
+    if wait:
+        asked = wait_ended(
+            client, asked, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep, clock=clock
+        )
+    return CancelOutcome(asked)
+
+
+# -- where a job's API is ----------------------------------------------------------------
+
+
+@contextmanager
+def open_api(
+    config: JobConfig | None, root: Path, *, api_key: str | None = None
+) -> Iterator[tuple[BatchClient, str]]:
+    """A client for a job's API, and a description of it for people.
+
+    With ``config.api``: that API, with ``api_key`` or the key of ``api.api_key_env``.
+    Without (no config, or one that names no API): the project's local server
+    database, ``<root>/.tablebatch/server.db``, served here on a free port without
+    processing (a running job's own server answers its batches; this one only
+    finishes cancels). Raises ``FileNotFoundError`` when there is no such database.
+    """
+    if config is not None and config.api is not None:
+        api = config.api
+        options: dict[str, Any] = {"timeout": api.timeout_s, "max_retries": api.max_retries}
+        if api_key is not None:
+            source = f"the Prefect Secret block {api.api_key_secret!r}"
+            client = BatchClient(api.base_url, api_key, key_source=source, **options)
+        else:
+            client = BatchClient.from_env(api.base_url, api.api_key_env, **options)
+        with client:
+            yield client, api.base_url
+        return
+    from tablebatch.server import ServerSettings, serve_in_thread
+
+    db = root / ".tablebatch" / "server.db"
+    if not db.exists():
+        raise FileNotFoundError(db)
+    key = secrets.token_urlsafe(24)
+    settings = ServerSettings(db=str(db), api_keys=[key], process=False)
+    with serve_in_thread(settings) as server, BatchClient(server.url, key) as client:
+        yield client, f"the local server ({db})"
+
+
+# -- which job, from the command line or a flow's parameter ---------------------------------
+
+
+@dataclass
+class JobTarget:
+    """A job to manage: its name, its project folder and, when there is one, its config."""
+
+    name: str
+    root: Path
+    config: JobConfig | None = None
+    config_path: Path | None = None
+
+    @property
+    def output_path(self) -> str | None:
+        """Where its output goes (None without a config)."""
+        if self.config is None:
+            return None
+        from tablebatch.io import resolve
+
+        path = self.config.output.path or f"data/output/{self.config.name}.parquet"
+        return resolve(path, self.root)
+
+
+def find_job(arg: str, root: Path) -> JobTarget:
+    """CONFIG|JOB: a config file (as given, or under the project folder ``root``), or a
+    job's name — its config in ``<root>/configs/`` when one has that name, else the name
+    alone (its batches are then looked up on the project's local server)."""
+    from tablebatch.jobs.config import load_config, project_root
+    from tablebatch.jobs.errors import ConfigError
+
+    path = Path(arg).expanduser()
+    candidates = [path] if path.is_absolute() else [path, root / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            config = load_config(candidate)
+            return JobTarget(config.name, project_root(candidate), config, candidate)
+    if path.suffix.lower() in (".yaml", ".yml") or "/" in arg:
+        raise ConfigError(f"{arg}: no such config file")
+    if not JOB_NAME.match(arg):
+        raise ConfigError(
+            f"{arg!r} is neither a config file nor a job name (1-64 letters, digits, '.', '_' "
+            "or '-'); give a config path, e.g. configs/review-sentiment.yaml, or a job's name"
+        )
+    for candidate in sorted((root / "configs").glob("*.y*ml")):
+        try:
+            data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data.get("name") == arg:
+            return JobTarget(arg, root, load_config(candidate), candidate)
+    return JobTarget(arg, root)
+
+
+# -- what the commands print ------------------------------------------------------------------
+
+STATUS_HEADER = (
+    f"{'batch':<30}  {'stage':<15}  {'attempt':>7}  {'shard':>5}  {'status':<10}  {'done':>6}  "
+    f"{'failed':>6}  {'cancelled':>9}  {'pending':>7}  {'age':>6}  {'tokens':>9}"
+)
+JOBS_HEADER = (
+    f"{'job':<24}  {'state':<10}  {'batches':>7}  {'statuses':<30}  {'requests':>8}  "
+    f"{'done':>8}  {'failed':>6}  {'pending':>8}  {'tokens':>10}  {'newest':>8}"
+)
+
+
+def in_order(batches: list[Batch]) -> list[Batch]:
+    """A job's batches for reading: by stage and prompt (the newest first), then attempt
+    and shard."""
+    newest: dict[tuple[str, str], datetime] = {}
+    keys = {}
+    lowest = datetime.min.replace(tzinfo=UTC)
+    for batch in batches:
+        parsed = parse_batch_name(batch.name)
+        group = (parsed.stage, parsed.fingerprint) if parsed else ("", batch.name)
+        keys[batch.id] = (group, (parsed.attempt, parsed.shard) if parsed else (0, 0))
+        newest[group] = max(newest.get(group, lowest), batch.created_at or lowest)
+    return sorted(
+        batches,
+        key=lambda b: (-newest[keys[b.id][0]].timestamp(), keys[b.id][0], keys[b.id][1]),
+    )
+
+
+def batch_row(batch: Batch, now: datetime | None = None) -> dict[str, Any]:
+    """A batch as one row of a status table."""
+    parsed = parse_batch_name(batch.name)
+    return {
+        "batch": batch.id,
+        "stage": f"{parsed.stage}-{parsed.fingerprint}" if parsed else batch.name,
+        "attempt": parsed.attempt if parsed else None,
+        "shard": parsed.shard if parsed else None,
+        "status": batch.status,
+        "done": batch.completed_count,
+        "failed": batch.failed_count,
+        "cancelled": batch.cancelled_count,
+        "pending": batch.pending_count,
+        "age": short_age(age_s(batch, now)),
+        "tokens": tokens(batch),
+    }
+
+
+def batch_line(batch: Batch, now: datetime | None = None) -> str:
+    """A batch as one line under ``STATUS_HEADER``."""
+    r = batch_row(batch, now)
+    return (
+        f"{r['batch']:<30}  {r['stage']:<15}  {r['attempt'] or '':>7}  "
+        f"{'' if r['shard'] is None else r['shard']:>5}  {r['status']:<10}  "
+        f"{r['done']:>6}  {r['failed']:>6}  {r['cancelled']:>9}  {r['pending']:>7}  "
+        f"{r['age']:>6}  {r['tokens']:>9,}"
+    )
+
+
+def status_lines(
+    target: JobTarget,
+    api: str,
+    batches: list[Batch],
+    output: OutputState | None = None,
+    now: datetime | None = None,
+) -> list[str]:
+    """What ``tablebatch status`` prints: the job's batches, their totals, its output
+    (``output``, read from the job's output path when not given)."""
+    now = now or datetime.now(UTC)
+    summary = JobSummary(target.name, batches)
+    lines = [f"{target.name} on {api}: {len(batches)} batch(es), {summary.state}"]
+    if batches:
+        lines.append("  " + STATUS_HEADER)
+        lines += ["  " + batch_line(batch, now) for batch in in_order(batches)]
+        lines.append(
+            f"  total: {summary.total('request')} requests: {summary.total('completed')} done, "
+            f"{summary.total('failed')} failed, {summary.total('cancelled')} cancelled, "
+            f"{summary.total('pending')} pending; {summary.tokens:,} tokens"
+        )
+    path = target.output_path
+    if path is None:
+        lines.append(f"  output: unknown (no config named {target.name} in {target.root}/configs)")
+        return lines
+    state = output or output_state(path)
+    if state.written_at is None:
+        lines.append(f"  output {path}: not written yet")
+        return lines
+    missing = ", ".join(
+        f"{n} {s}" for s, n in sorted(state.rows_by_status.items()) if s != "completed"
+    )
+    when = short_age((now - state.written_at).total_seconds())
+    lines.append(
+        f"  output {path}: {state.rows} rows, {state.answered} answered, {state.missing} "
+        f"missing{f' ({missing})' if missing else ''}; written {when} ago"
+    )
+    return lines
+
+
+def jobs_lines(
+    api: str, batches: list[Batch], status: str | None = None, now: datetime | None = None
+) -> list[str]:
+    """What ``tablebatch jobs`` prints: every job on the API, newest first."""
+    now = now or datetime.now(UTC)
+    jobs, foreign = group_jobs(batches)
+    which = f" with batches {status}" if status else ""
+    lines = [f"jobs on {api}{which}: {len(jobs)} job(s), {len(batches)} batch(es)"]
+    if jobs:
+        lines.append("  " + JOBS_HEADER)
+    for job in jobs:
+        newest = job.newest
+        age = short_age((now - newest).total_seconds()) if newest else "?"
+        lines.append(
+            f"  {job.job:<24}  {job.state:<10}  {len(job.batches):>7}  {job.statuses:<30}  "
+            f"{job.total('request'):>8}  {job.total('completed'):>8}  {job.total('failed'):>6}  "
+            f"{job.total('pending'):>8}  {job.tokens:>10,}  {age + ' ago':>8}"
+        )
+    if foreign:
+        lines.append(f"  ({foreign} batch(es) not named by tablebatch)")
+    return lines
