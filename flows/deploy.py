@@ -21,6 +21,13 @@ from tablebatch.jobs.config import load_config
 from tablebatch.jobs.errors import ConfigError
 
 ENTRYPOINT = "flows/job.py:batch_job"
+STATUS_ENTRYPOINT = "flows/manage.py:job_status"
+CANCEL_ENTRYPOINT = "flows/manage.py:cancel_job"
+FLOW_NAMES = {  # entrypoint -> the flow's name, the first half of a deployment's name
+    ENTRYPOINT: "tablebatch-job",
+    STATUS_ENTRYPOINT: "tablebatch-status",
+    CANCEL_ENTRYPOINT: "tablebatch-cancel",
+}
 DEFAULT_POOL = "tablebatch"
 
 
@@ -35,6 +42,12 @@ class DeploymentSpec:
     tags: list[str] = field(default_factory=list)
     concurrency_limit: int | None = None
     work_pool: str = DEFAULT_POOL
+    entrypoint: str = ENTRYPOINT
+
+    @property
+    def full_name(self) -> str:
+        """``<flow>/<deployment>``, as Prefect names it."""
+        return f"{FLOW_NAMES[self.entrypoint]}/{self.name}"
 
     def options(self) -> dict[str, Any]:
         """What ``deploy`` and ``serve`` both pass to Prefect for this deployment."""
@@ -62,14 +75,35 @@ class DeploymentSpec:
         return out
 
 
+def manage_specs() -> list[DeploymentSpec]:
+    """The job-management flows, to run from the UI: a job's status, and its cancel."""
+    return [
+        DeploymentSpec(
+            name="job-status",
+            description="A job's batches on its API and the state of its output.",
+            tags=["tablebatch"],
+            entrypoint=STATUS_ENTRYPOINT,
+        ),
+        DeploymentSpec(
+            name="cancel-job",
+            description="Cancel a job's open batches (those older than older_than_s); "
+            "answered rows are kept. Schedule it in prefect.yaml for a clean-up.",
+            tags=["tablebatch"],
+            entrypoint=CANCEL_ENTRYPOINT,
+        ),
+    ]
+
+
 def read_specs(root: Path, prefect_file: Path | None = None) -> list[DeploymentSpec]:
-    """The deployments of ``prefect.yaml``, then one per unlisted config in ``configs/``."""
+    """The deployments of ``prefect.yaml``, one per unlisted config in ``configs/``, and
+    the job-management flows (``job-status``, ``cancel-job``) unless it lists them."""
     path = prefect_file or root / "prefect.yaml"
     specs: list[DeploymentSpec] = []
     if path.exists():
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for entry in data.get("deployments") or []:
-            if entry.get("entrypoint", ENTRYPOINT) != ENTRYPOINT:
+            entrypoint = entry.get("entrypoint", ENTRYPOINT)
+            if entrypoint not in FLOW_NAMES:
                 continue
             specs.append(
                 DeploymentSpec(
@@ -80,10 +114,12 @@ def read_specs(root: Path, prefect_file: Path | None = None) -> list[DeploymentS
                     tags=list(entry.get("tags") or []),
                     concurrency_limit=entry.get("concurrency_limit"),
                     work_pool=(entry.get("work_pool") or {}).get("name", DEFAULT_POOL),
+                    entrypoint=entrypoint,
                 )
             )
-    listed = {Path(s.parameters["config"]).as_posix() for s in specs if "config" in s.parameters}
-    names = {s.name for s in specs}
+    jobs = [s for s in specs if s.entrypoint == ENTRYPOINT]
+    listed = {Path(s.parameters["config"]).as_posix() for s in jobs if "config" in s.parameters}
+    names = {s.name for s in jobs}
     for config_path in sorted((root / "configs").glob("*.y*ml")):
         relative = config_path.relative_to(root).as_posix()
         if relative in listed:
@@ -102,7 +138,8 @@ def read_specs(root: Path, prefect_file: Path | None = None) -> list[DeploymentS
                 concurrency_limit=1,
             )
         )
-    return specs
+    managing = {s.entrypoint for s in specs}
+    return specs + [s for s in manage_specs() if s.entrypoint not in managing]
 
 
 def ensure_pool(name: str) -> None:
@@ -121,13 +158,17 @@ def ensure_pool(name: str) -> None:
 
 def deploy(root: Path, specs: list[DeploymentSpec]) -> list[str]:
     """Register ``specs`` for a process worker; the flow runs in ``root``."""
-    from flows.job import batch_job
+    from prefect import Flow
 
-    source = batch_job.from_source(source=str(root), entrypoint=ENTRYPOINT)
+    sources: dict[str, Any] = {}
     done = []
     for spec in specs:
         ensure_pool(spec.work_pool)
-        source.deploy(
+        if spec.entrypoint not in sources:
+            sources[spec.entrypoint] = Flow.from_source(
+                source=str(root), entrypoint=spec.entrypoint
+            )
+        sources[spec.entrypoint].deploy(
             **spec.options(),
             work_pool_name=spec.work_pool,
             job_variables={"working_dir": str(root)},
@@ -135,7 +176,7 @@ def deploy(root: Path, specs: list[DeploymentSpec]) -> list[str]:
             push=False,
             print_next_steps=False,
         )
-        done.append(f"tablebatch-job/{spec.name}")
+        done.append(spec.full_name)
     return done
 
 
@@ -144,5 +185,7 @@ def serve(specs: list[DeploymentSpec]) -> None:
     from prefect import serve as prefect_serve
 
     from flows.job import batch_job
+    from flows.manage import cancel_job, job_status
 
-    prefect_serve(*[batch_job.to_deployment(**spec.options()) for spec in specs])
+    flows = {ENTRYPOINT: batch_job, STATUS_ENTRYPOINT: job_status, CANCEL_ENTRYPOINT: cancel_job}
+    prefect_serve(*[flows[spec.entrypoint].to_deployment(**spec.options()) for spec in specs])

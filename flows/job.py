@@ -12,7 +12,7 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
@@ -24,10 +24,12 @@ import pyarrow.compute as pc
 import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.manage import follow_cancellation
 from tablebatch.api import BatchAPI, WaitTimeoutError
 from tablebatch.api.dialects import open_batch_api
 from tablebatch.api.http import api_key_from_env
@@ -41,7 +43,8 @@ from tablebatch.jobs.build import (
     within_limits,
 )
 from tablebatch.jobs.config import JobConfig, template_fields
-from tablebatch.jobs.errors import JobFailed
+from tablebatch.jobs.errors import JobAborted, JobCancelled, JobFailed
+from tablebatch.jobs.guard import RunGuard, mark_cancelled, stopping, unsent
 from tablebatch.jobs.results import ModelAnswers
 from tablebatch.jobs.spool import Spool, text_column
 from tablebatch.jobs.submit import (
@@ -151,17 +154,20 @@ def _run_name() -> str:
 
 
 @contextmanager
-def open_client(config: JobConfig, root: Path) -> Iterator[BatchAPI]:
+def open_client(
+    config: JobConfig, root: Path, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[BatchAPI]:
     """A client of the config's API, in its provider's dialect; without one (or with
     ``base_url: local``), a local server for the run, speaking that dialect.
 
     The local server keeps its batches in ``<project>/.tablebatch/server.db``, so
-    that a re-run finds what an earlier run submitted.
+    that a re-run finds what an earlier run submitted. ``sleep`` is how the client
+    waits (between polls and retries).
     """
     api = config.api
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"sleep": sleep}
     if api is not None:
-        options = {"timeout": api.timeout_s, "max_retries": api.max_retries}
+        options |= {"timeout": api.timeout_s, "max_retries": api.max_retries}
         if api.provider == "anthropic":
             ledger = api.ledger or ".tablebatch/anthropic-batches.jsonl"
             options |= {"ledger": resolve(ledger, root), "max_tokens": api.max_tokens}
@@ -322,7 +328,7 @@ def run_attempts(
         except Systemic as exc:
             raise Systemic(str(exc), final) from None
         failed = now.filter(pc.equal(now["status"], "failed"))["custom_id"]
-        if not len(failed):
+        if not len(failed) or stopping():  # a stopped run starts no further attempt
             break
         pending = pending.select(failed)
         if attempt < config.batch.max_attempts:
@@ -364,6 +370,34 @@ def judge_items(config: JobConfig, table: Any, answers: ModelAnswers, model_inde
     return Requests.from_pairs(pairs)
 
 
+def _timeout_message(
+    config: JobConfig, exc: WaitTimeoutError, guard: RunGuard, config_arg: str
+) -> str:
+    """Which batch the run gave up on, what ``batch.on_timeout`` did, and how to go on."""
+    batch = exc.batch
+    ended = batch.completed_count + batch.failed_count
+    head = (
+        f"{config.name}: batch {batch.id} ({batch.name}) is still {batch.status} after "
+        f"{exc.waited_s:.0f} s (batch.max_wait_s), with {ended} of {batch.request_count} "
+        "requests ended."
+    )
+    outcome = guard.timeout_outcome
+    if outcome is None:  # batch.on_timeout: keep
+        return (
+            f"{head} It goes on on the server (batch.on_timeout: keep); to collect it and "
+            f"finish the job, run the same job again: tablebatch run {config_arg} "
+            f"(tablebatch status {config.name} shows how far it got)"
+        )
+    still = outcome.not_ended
+    later = f" ({len(still)} still cancelling: tablebatch status {config.name})" if still else ""
+    return (
+        f"{head} batch.on_timeout is cancel: {len(outcome.batches)} batch(es) of the run were "
+        f"cancelled{later}; {outcome.answered} row(s) answered are kept on the API, "
+        f"{outcome.stopped} were stopped. To collect the answered rows and send only the rest, "
+        f"run the same job again: tablebatch run {config_arg}"
+    )
+
+
 def output_path(config: JobConfig, root: Path) -> str:
     """Where the output goes: ``output.path``, or ``data/output/<name>.parquet``."""
     return resolve(config.output.path or f"data/output/{config.name}.parquet", root)
@@ -388,7 +422,10 @@ def batch_job(
         settings: Further changes as key=value, like `tablebatch run --set`
             (e.g. batch.poll_interval_s=30).
 
-    Returns the report, which is also written next to the output.
+    Returns the report, which is also written next to the output. A run that is stopped
+    (Ctrl-C, a stop signal, a cancel in Prefect) ends Cancelled: calling the flow then
+    raises ``JobCancelled`` (its batches cancelled, the answered rows written, with the
+    report) or ``JobAborted`` (``batch.on_abort: keep``: its batches go on).
     """
     started = time.perf_counter()
     run = uuid.uuid4().hex  # the key of this run's stage timings
@@ -402,6 +439,8 @@ def batch_job(
     spool = Spool(root / ".tablebatch" / "spool" / run)  # answers wait on disk, not in memory
     try:
         report = _run_and_write(config, config_arg, root, table, ids, path, spool, run, started)
+    except JobAborted as exc:  # a stopped run ends Cancelled; calling the flow raises exc
+        return Cancelled(message=str(exc), data=exc)
     finally:
         spool.remove()
     return report
@@ -424,12 +463,20 @@ def _run_and_write(
     per_model: list[ModelAnswers] = []
     judging = config.scoring == "judge" and config.judge is not None
     stopped: str | None = None
+    guard = RunGuard(config)  # Ctrl-C, a stop signal, a cancel in Prefect: batch.on_abort
     try:
-        with open_client(config, root) as client:
+        with (
+            open_client(config, root, guard.sleep) as client,
+            guard.protect(client),
+            follow_cancellation(guard),
+        ):
             local = config.api is None or config.api.is_local
             run_config = within_limits(_local_polls(config) if local else config, client.limits)
             for model in config.model_names:
                 plan: Plan = build_task(config, table, ids, model, run=run)
+                if guard.aborted:  # stopped before anything was sent
+                    per_model.append(ModelAnswers(plan, unsent(plan.rows.ids), spool=spool))
+                    break
                 try:
                     results = run_attempts(
                         client,
@@ -444,10 +491,12 @@ def _run_and_write(
                     )
                 except Systemic as exc:
                     stopped, results = exc.args
+                if guard.aborted:
+                    results = mark_cancelled(results)
                 per_model.append(ModelAnswers(plan, results, spool=spool))
-                if stopped:
+                if stopped or guard.aborted:
                     break
-            if judging and config.judge is not None and not stopped:
+            if judging and config.judge is not None and not stopped and not guard.aborted:
                 for k, answers in enumerate(per_model):
                     items = judge_items(config, table, answers, k)
                     judge_print = config.fingerprint(config.judge.model, answers.plan.model)
@@ -465,15 +514,14 @@ def _run_and_write(
                     prefix = pc.utf8_slice_codeunits(judged["custom_id"], 0, -len(f"--m{k}"))
                     answers.judged = judged.set_column(0, "custom_id", prefix)
     except WaitTimeoutError as exc:
-        raise JobFailed(
-            f"{config.name}: batch {exc.batch.id} ({exc.batch.name}) is still "
-            f"{exc.batch.status} after {exc.waited_s:.0f} s (batch.max_wait_s), with "
-            f"{exc.batch.completed_count + exc.batch.failed_count} of {exc.batch.request_count} "
-            "requests ended. It goes on on the server; to collect it and finish the job, run "
-            f"the same job again: tablebatch run {config_arg}"
-        ) from None
+        raise JobFailed(_timeout_message(config, exc, guard, config_arg)) from None
+    except JobAborted:  # batch.on_abort: keep — nothing to write, the batches go on
+        raise JobAborted(guard.message(), signal=guard.signal) from None
     report = write_task(config, table, per_model, path, batches, run, time.perf_counter() - started)
     logger.info("%s: wrote %d row(s) to %s", config.name, report["output_rows"], path)
+    if guard.aborted:
+        message = f"{guard.message()} The output, with the answered rows: {path}"
+        raise JobCancelled(message, report, signal=guard.signal)
     if stopped:
         raise JobFailed(f"{config.name}: {stopped} The output, with the answered rows: {path}")
     return report

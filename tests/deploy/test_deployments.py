@@ -150,6 +150,8 @@ def test_a_worker_runs_a_triggered_deployment(
     for name in ("review-sentiment", "article-summaries", "quiz-eval", "batch-job"):
         assert f"deployed tablebatch-job/{name}" in deployed.stdout
     assert "cron 0 6 * * 1-5 (Europe/Berlin)" in deployed.stdout
+    assert "deployed tablebatch-status/job-status" in deployed.stdout
+    assert "deployed tablebatch-cancel/cancel-job" in deployed.stdout
 
     elsewhere = project.parent / "worker-cwd"
     elsewhere.mkdir()
