@@ -31,6 +31,7 @@ def test_help_lists_the_commands() -> None:
     )
     assert result.returncode == 0
     assert "server" in result.stdout and "demo" in result.stdout
+    assert all(command in result.stdout for command in ("status", "jobs", "cancel"))
 
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
