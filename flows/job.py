@@ -498,6 +498,8 @@ def _run_and_write(
                     break
             if judging and config.judge is not None and not stopped and not guard.aborted:
                 for k, answers in enumerate(per_model):
+                    if guard.aborted:
+                        break
                     items = judge_items(config, table, answers, k)
                     judge_print = config.fingerprint(config.judge.model, answers.plan.model)
                     judged = run_attempts(

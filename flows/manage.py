@@ -38,7 +38,7 @@ from tasks.manage import cancel_task, find_batches_task, find_open_task
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # how often a running job looks at its flow run's state (seconds)
-CANCEL_POLL_S = float(os.environ.get("TABLEBATCH_CANCEL_POLL_S", "2"))
+CANCEL_POLL_S = float(os.environ.get("TABLEBATCH_CANCEL_POLL_S", "5"))
 log = logging.getLogger("tablebatch.flows")
 
 
