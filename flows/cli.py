@@ -482,8 +482,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         batch_line,
         cancel_batches,
         in_order,
-        of_job,
-        open_batches,
+        job_open_batches,
     )
 
     try:
@@ -493,7 +492,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return 2
     try:
         with _job_api(target) as (client, api):
-            found = open_batches(client, of_job(target.name))
+            found = job_open_batches(client, target.name)
             if not found:
                 print(f"{target.name}: no open batch on {api}; nothing to cancel.")
                 return 0

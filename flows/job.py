@@ -44,7 +44,7 @@ from tablebatch.jobs.build import (
 )
 from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import JobAborted, JobCancelled, JobFailed
-from tablebatch.jobs.guard import RunGuard, mark_cancelled, stopping, unsent
+from tablebatch.jobs.guard import RunGuard, as_stopped, stopping, unsent
 from tablebatch.jobs.results import ModelAnswers
 from tablebatch.jobs.spool import Spool, text_column
 from tablebatch.jobs.submit import (
@@ -296,6 +296,8 @@ def run_attempts(
         window: deque[Any] = deque()
         outcomes: list[ShardOutcome] = []
         for index, start in enumerate(range(0, len(pending), size)):
+            if index and stopping():  # a stopped run sends no further shard
+                break
             if len(window) >= config.batch.concurrency:
                 outcomes.append(window.popleft().result())
             name = batch_name(config, stage, fingerprint, attempt, index)
@@ -491,8 +493,8 @@ def _run_and_write(
                     )
                 except Systemic as exc:
                     stopped, results = exc.args
-                if guard.aborted:
-                    results = mark_cancelled(results)
+                if guard.aborted:  # rows stopped by its cancel, or never sent: cancelled
+                    results = as_stopped(results, plan.rows.ids)
                 per_model.append(ModelAnswers(plan, results, spool=spool))
                 if stopped or guard.aborted:
                     break

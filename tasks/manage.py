@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from tablebatch.api import Batch, BatchClient
-from tablebatch.jobs.manage import CancelOutcome, cancel_batches, job_batches, of_job, open_batches
+from tablebatch.jobs.manage import CancelOutcome, cancel_batches, job_batches, job_open_batches
 
 
 @task(name="find-batches", cache_policy=NONE)
@@ -25,7 +25,7 @@ def find_open_task(client: BatchClient, job: str, older_than_s: float = 0.0) -> 
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
     found = [
         b
-        for b in open_batches(client, of_job(job))
+        for b in job_open_batches(client, job)
         if not older_than_s or (b.created_at is not None and b.created_at <= cutoff)
     ]
     get_run_logger().info("%s: %d open batch(es) to cancel", job, len(found))

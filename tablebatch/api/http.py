@@ -111,6 +111,12 @@ class HttpApi:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        """How this client waits (between polls and retries); whoever polls for it waits
+        the same way, so that a stopped run wakes every wait at once."""
+        return self._sleep
+
     def __enter__(self: Self) -> Self:
         return self
 

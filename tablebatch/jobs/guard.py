@@ -27,35 +27,34 @@ from tablebatch.api import Batch, BatchClient
 from tablebatch.api.errors import WaitTimeoutError
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.errors import JobAborted
-from tablebatch.jobs.manage import (
-    CancelOutcome,
-    open_batches,
-    request_cancel,
-    wait_ended,
-    with_prefix,
-)
+from tablebatch.jobs.manage import CancelOutcome, open_batches, request_cancel, wait_ended
 from tablebatch.jobs.submit import results_table
 
 log = logging.getLogger("tablebatch.jobs")
 
 
-def mark_cancelled(results: pa.Table) -> pa.Table:
-    """Results with the rows a cancel stopped (failed with a ``cancelled:`` error) marked
-    ``cancelled``: for a run that cancelled its own batches, however early."""
+def as_stopped(results: pa.Table, ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """The results of a stopped run: rows a cancel stopped (failed with a ``cancelled:``
+    error, however early the cancel came) and rows never sent (of ``ids``, with no result)
+    are ``cancelled``."""
     stopped = pc.and_(
         pc.equal(results["status"], "failed"),
         pc.fill_null(pc.starts_with(results["error"], "cancelled:"), False),
     )
     status = pc.if_else(stopped, "cancelled", results["status"])
-    return results.set_column(results.schema.get_field_index("status"), "status", status)
+    results = results.set_column(results.schema.get_field_index("status"), "status", status)
+    missing = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=results["custom_id"])))
+    if not len(missing):
+        return results
+    return pa.concat_tables([results, unsent(missing).select(results.column_names)])
 
 
-def unsent(ids: pa.ChunkedArray) -> pa.Table:
+def unsent(ids: pa.Array | pa.ChunkedArray) -> pa.Table:
     """Results for the rows of a run stopped before it sent them: ``cancelled``."""
     n = len(ids)
     table = results_table(
         {
-            "custom_id": ids.to_pylist(),
+            "custom_id": pa.chunked_array([ids]) if isinstance(ids, pa.Array) else ids,
             "status": ["cancelled"] * n,
             "answer": [None] * n,
             "error": ["cancelled: the run was stopped before this row was sent"] * n,
@@ -200,7 +199,7 @@ class RunGuard:
             return []
         self._local.cancelling = True
         try:
-            found = open_batches(self._client, with_prefix(self.prefixes))
+            found = [b for p in self.prefixes for b in open_batches(self._client, p)]
             mine = [b for b in found if b.status != "cancelling" or b.id not in self.cancelled]
             asked = request_cancel(self._client, mine)
         finally:

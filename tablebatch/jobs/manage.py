@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,13 +60,21 @@ def parse_batch_name(name: str) -> BatchName | None:
     )
 
 
-def iter_all_batches(client: BatchClient, status: str | None = None) -> Iterator[Batch]:
-    """Every batch on the API (of a status), newest first, in pages as large as it allows
-    (a server refuses a page size over its limit at once: then a smaller one, then its own)."""
+def iter_all_batches(
+    client: BatchClient, status: str | None = None, name_prefix: str | None = None
+) -> Iterator[Batch]:
+    """Every batch on the API (of a status, whose name starts with ``name_prefix``), newest
+    first, in pages as large as it allows (a server refuses a page size over its limit at
+    once: then a smaller one, then its own). ``name_prefix`` is an extension of the local
+    server; the client applies it too, so a seed server that ignores it is still right."""
     for size in (1000, 100, None):
         seen = 0
         try:
-            for batch in client.iter_batches(status=status, page_size=size):  # type: ignore[arg-type]
+            for batch in client.iter_batches(
+                status=status,  # type: ignore[arg-type]
+                name_prefix=name_prefix,
+                page_size=size,  # type: ignore[arg-type]
+            ):
                 seen += 1
                 yield batch
             return
@@ -77,32 +85,32 @@ def iter_all_batches(client: BatchClient, status: str | None = None) -> Iterator
 
 def job_batches(client: BatchClient, job: str) -> list[Batch]:
     """Every batch of ``job``, newest first."""
-    return [b for b in iter_all_batches(client) if _job_of(b) == job]
+    return [b for b in iter_all_batches(client, name_prefix=f"{job}--") if _job_of(b) == job]
 
 
-def open_batches(client: BatchClient, wanted: Callable[[Batch], bool]) -> list[Batch]:
-    """The batches that have not ended (``OPEN``) and that ``wanted`` accepts, newest first.
+def open_batches(client: BatchClient, prefix: str, job: str | None = None) -> list[Batch]:
+    """The batches whose name starts with ``prefix`` (of ``job``, when given) that have not
+    ended (``OPEN``), newest first.
 
     Walks the list once per open status, so the cost is that of the open batches,
     not of the account's history."""
-    found = [b for status in OPEN for b in iter_all_batches(client, status) if wanted(b)]
+    found = [
+        b
+        for status in OPEN
+        for b in iter_all_batches(client, status, prefix)
+        if job is None or _job_of(b) == job
+    ]
     return sorted(found, key=lambda b: b.created_at or datetime.min.replace(tzinfo=UTC))[::-1]
+
+
+def job_open_batches(client: BatchClient, job: str) -> list[Batch]:
+    """The batches of ``job`` that have not ended, newest first."""
+    return open_batches(client, f"{job}--", job)
 
 
 def _job_of(batch: Batch) -> str | None:
     parsed = parse_batch_name(batch.name)
     return parsed.job if parsed else None
-
-
-def of_job(job: str) -> Callable[[Batch], bool]:
-    """A filter: the batches of ``job``."""
-    return lambda batch: _job_of(batch) == job
-
-
-def with_prefix(prefixes: Collection[str]) -> Callable[[Batch], bool]:
-    """A filter: the batches whose name starts with one of ``prefixes``."""
-    found = tuple(prefixes)
-    return lambda batch: batch.name.startswith(found)
 
 
 # -- what the batches say ----------------------------------------------------------

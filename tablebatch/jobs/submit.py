@@ -389,13 +389,13 @@ class BatchWatcher:
         prefix: str,
         config: JobConfig,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.config = config
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep or getattr(client, "sleep", time.sleep)  # as its client waits
         self._cond = threading.Condition()
         self._latest: dict[str, Batch] = {}
         self._waiting: dict[str, int] = {}  # batch id -> waiters
@@ -492,5 +492,11 @@ class BatchWatcher:
                         self._latest[batch_id] = found[batch_id]
                 self._round += 1
                 self._cond.notify_all()
-            self._sleep(interval)
+            try:
+                self._sleep(interval)
+            except BaseException as exc:  # the run is stopping (JobAborted): every waiter ends
+                with self._cond:
+                    self._error, self._polling = exc, False
+                    self._cond.notify_all()
+                return
             interval = min(interval * 1.5, longest)

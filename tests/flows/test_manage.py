@@ -286,10 +286,12 @@ def test_a_flow_run_cancelled_in_prefect_stops_its_batches(
     assert "the flow run was cancelled in Prefect" in str(run.error)
     if on_abort == "keep":
         assert type(run.error) is JobAborted and "batch.on_abort: keep" in str(run.error)
-        assert {b.status for b in batches} == {"processing"}  # they go on
+        statuses = {b.status for b in batches}
+        assert "processing" in statuses and "cancelled" not in statuses  # they go on
         assert not (config.parent.parent / f"data/output/{name}.parquet").exists()
         for batch in batches:  # stop them, so that the server is idle at the end
-            store.cancel(batch.id)
+            if batch.status == "processing":
+                store.cancel(batch.id)
         return
     assert isinstance(run.error, JobCancelled), run.error
     assert {b.status for b in batches} == {"cancelled"}
@@ -423,7 +425,7 @@ def test_a_crash_cancels_the_batches_in_flight(project, server_factory, monkeypa
             raise OSError(28, "No space left on device")
         return real(client, batch, custom_ids)
 
-    monkeypatch.setattr("tasks.submit.collect", collect_that_fails)
+    monkeypatch.setattr("tablebatch.jobs.submit.collect", collect_that_fails)
     with pytest.raises(OSError, match="No space left"):
         batch_job(str(config))
     batches = {b.id: b for b in store.list_batches(10, None, None, None)[0]}
@@ -434,7 +436,7 @@ def test_a_crash_cancels_the_batches_in_flight(project, server_factory, monkeypa
 
 @pytest.mark.parametrize("on_timeout", ["keep", "cancel"])
 def test_on_timeout(project, server_factory, monkeypatch, on_timeout) -> None:
-    server = server_factory(faults={"processing_rate": 20})
+    server = server_factory(faults={"processing_rate": 10})  # no shard ends in 0.5 s
     store = server.app.state.store
     monkeypatch.setenv("TB_KEY", "any")
     api = {"base_url": server.url, "api_key_env": "TB_KEY"}

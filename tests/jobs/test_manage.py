@@ -12,8 +12,7 @@ from tablebatch.jobs.manage import (
     group_jobs,
     iter_all_batches,
     job_batches,
-    of_job,
-    open_batches,
+    job_open_batches,
     parse_batch_name,
     short_age,
 )
@@ -81,11 +80,11 @@ def test_jobs_are_found_on_every_page_and_cancelled(server_factory) -> None:
             n for n in made if n.startswith("alpha")
         }
 
-        found = open_batches(client, of_job("alpha"))
+        found = job_open_batches(client, "alpha")
         assert len(found) == 3
         outcome = cancel_batches(client, found, timeout_s=20, poll_s=0.02)
         assert outcome.not_ended == []
         assert {b.status for b in outcome.batches} == {"cancelled"}
         assert outcome.answered + outcome.stopped + outcome.failed == 3
-        assert open_batches(client, of_job("alpha")) == []
-        assert len(open_batches(client, of_job("beta"))) == 3  # another job's: untouched
+        assert job_open_batches(client, "alpha") == []
+        assert len(job_open_batches(client, "beta")) == 3  # another job's: untouched
