@@ -384,6 +384,12 @@ def _timeout_message(
         "requests ended."
     )
     outcome = guard.timeout_outcome
+    if guard.cancel_error is not None:
+        return (
+            f"{head} batch.on_timeout is cancel, but cancelling the run's batches failed "
+            f"({guard.cancel_error}): they may go on; stop them with tablebatch cancel "
+            f"{config.name}, or collect them with tablebatch run {config_arg}"
+        )
     if outcome is None:  # batch.on_timeout: keep
         return (
             f"{head} It goes on on the server (batch.on_timeout: keep); to collect it and "

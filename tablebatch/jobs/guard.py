@@ -125,7 +125,8 @@ class RunGuard:
         self.reason = ""
         self.signal: int | None = None
         self.cancelled: dict[str, Batch] = {}  # every batch this guard asked to cancel
-        self.timeout_outcome: CancelOutcome | None = None
+        self.timeout_outcome: CancelOutcome | None = None  # what on_timeout: cancel did
+        self.cancel_error: str | None = None  # why it could not
         self._client: BatchClient | None = None
         self._aborted = threading.Event()
         self._halted = threading.Event()  # waits stop: batches kept, or the run is ending
@@ -238,7 +239,10 @@ class RunGuard:
             self.reason = self.reason or "it gave up waiting (batch.max_wait_s)"
             self._halt()  # the other waits end now too
             if self.on_timeout == "cancel":
-                self.timeout_outcome = self._cancel_and_wait()
+                try:
+                    self.timeout_outcome = self._cancel_and_wait()
+                except Exception as error:  # the timeout stays the error; say what else failed
+                    self.cancel_error = str(error)
             raise
         except JobAborted:
             raise
