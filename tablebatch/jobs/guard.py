@@ -28,9 +28,9 @@ from tablebatch.api.errors import WaitTimeoutError
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.errors import JobAborted
 from tablebatch.jobs.manage import CancelOutcome, open_batches, request_cancel, wait_ended
-from tablebatch.jobs.submit import results_table
 
 log = logging.getLogger("tablebatch.jobs")
+NOT_SENT = "cancelled: the run was stopped before this row was sent"
 
 
 def as_stopped(results: pa.Table, ids: pa.Array | pa.ChunkedArray) -> pa.Table:
@@ -46,33 +46,40 @@ def as_stopped(results: pa.Table, ids: pa.Array | pa.ChunkedArray) -> pa.Table:
     missing = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=results["custom_id"])))
     if not len(missing):
         return results
-    return pa.concat_tables([results, unsent(missing).select(results.column_names)])
+    return pa.concat_tables([results, unsent(missing, results.schema)])
 
 
-def unsent(ids: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """Results for the rows of a run stopped before it sent them: ``cancelled``."""
+def unsent(ids: pa.Array | pa.ChunkedArray, schema: pa.Schema | None = None) -> pa.Table:
+    """Results for the rows of a run stopped before it sent them: ``cancelled``, in the
+    columns of ``schema`` (by default a run's results: ``RESULT_SCHEMA`` and ``attempts``;
+    columns it has beyond those, such as where a spooled answer is, are null)."""
     n = len(ids)
-    table = results_table(
-        {
-            "custom_id": pa.chunked_array([ids]) if isinstance(ids, pa.Array) else ids,
-            "status": ["cancelled"] * n,
-            "answer": [None] * n,
-            "error": ["cancelled: the run was stopped before this row was sent"] * n,
-            "batch_id": [None] * n,
-            "prompt_tokens": [0] * n,
-            "completion_tokens": [0] * n,
-        }
-    )
-    return table.append_column("attempts", pa.array([0] * n, pa.int32()))
+    zeros = pa.array([0] * n, pa.int64())
+    values: dict[str, Any] = {
+        "custom_id": ids,
+        "status": pa.array(["cancelled"] * n, pa.string()),
+        "error": pa.array([NOT_SENT] * n),
+        "prompt_tokens": zeros,
+        "completion_tokens": zeros,
+        "attempts": zeros,
+    }
+    if schema is None:
+        from tablebatch.jobs.submit import RESULT_SCHEMA  # submit asks this module: not above
+
+        schema = RESULT_SCHEMA.append(pa.field("attempts", pa.int32()))
+    columns = [values.get(f.name, pa.nulls(n, f.type)).cast(f.type) for f in schema]
+    return pa.table(columns, schema=schema)
 
 
 _current: ContextVar[RunGuard | None] = ContextVar("tablebatch_run_guard", default=None)
 
 
 def stopping() -> bool:
-    """True when the run in this context was told to stop: start no further attempt."""
+    """True when the run in this context is stopping (told to, or ending on an error): it
+    starts no further attempt, shard or batch. Prefect runs a flow's tasks in a copy of
+    its context, so its tasks see this too."""
     guard = _current.get()
-    return guard is not None and guard.aborted
+    return guard is not None and guard.stopping
 
 
 def run_prefixes(config: JobConfig) -> list[str]:
@@ -143,6 +150,11 @@ class RunGuard:
     def aborted(self) -> bool:
         """True once the run was told to stop."""
         return self._aborted.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once the run was told to stop, or is ending on an error or a timeout."""
+        return self._aborted.is_set() or self._halted.is_set()
 
     # -- the run's client waits through this ----------------------------------------------
 
@@ -252,7 +264,7 @@ class RunGuard:
                 if not self.reason:
                     self.reason = f"the run crashed ({type(exc).__name__})"
                 try:
-                    self.cancel_open()
+                    self._sweep_briefly()
                 except Exception as error:  # keep the crash's own error, say what else failed
                     log.error("%s: could not cancel the run's batches: %s", self.config.name, error)
             raise
@@ -263,8 +275,19 @@ class RunGuard:
             self._restore()
             _current.reset(self._token)
 
+    def _sweep_briefly(self, rounds: int = 3) -> list[Batch]:
+        """Cancel the run's open batches now and for a moment after: a shard that was
+        creating its batch as the run stopped shows it within that moment (later shards
+        create none, ``stopping()``)."""
+        asked: dict[str, Batch] = {}
+        for n in range(rounds):
+            if n:
+                time.sleep(self.sweep_s)
+            asked |= {b.id: b for b in self.cancel_open()}
+        return list(asked.values())
+
     def _cancel_and_wait(self) -> CancelOutcome:
-        asked = self.cancel_open()
+        asked = self._sweep_briefly()
         assert self._client is not None
         self._local.cancelling = True
         try:

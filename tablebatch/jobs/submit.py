@@ -28,6 +28,7 @@ from tablebatch.api import (
 from tablebatch.crash import crash_point
 from tablebatch.jobs.build import Requests
 from tablebatch.jobs.config import JobConfig
+from tablebatch.jobs.guard import NOT_SENT, stopping
 from tablebatch.jobs.spool import Spool
 from tablebatch.jobs.timing import timed
 
@@ -283,7 +284,11 @@ def send_shard(
 ) -> ShardOutcome:
     """Render a shard, submit it (more than one batch only when its bytes need it), wait
     for it, collect it. The rendered requests are dropped once sent; with a ``spool``,
-    the results' texts are written to it and the outcome keeps the rest."""
+    the results' texts are written to it and the outcome keeps the rest. A shard of a
+    run that is stopping starts no batch: its rows are ``cancelled``, never sent."""
+    if stopping():
+        stopped = _rows(rows.ids, "cancelled", NOT_SENT, None)
+        return ShardOutcome([], spool.put(stopped) if spool is not None else stopped)
     with timed(run, "build"):
         requests, skipped = rows.render()
         pieces = requests.shards(config.batch.max_requests, config.batch.max_bytes)

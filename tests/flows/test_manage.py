@@ -267,7 +267,7 @@ def test_a_flow_run_cancelled_in_prefect_stops_its_batches(
     from prefect.client.orchestration import get_client
 
     monkeypatch.setattr("flows.manage.CANCEL_POLL_S", 0.2)
-    server = server_factory(faults={"processing_rate": 20})
+    server = server_factory(faults={"processing_rate": 10})
     store = server.app.state.store
     monkeypatch.setenv("TB_KEY", "any")
     name = f"prefect-{on_abort}"
@@ -294,7 +294,8 @@ def test_a_flow_run_cancelled_in_prefect_stops_its_batches(
                 store.cancel(batch.id)
         return
     assert isinstance(run.error, JobCancelled), run.error
-    assert {b.status for b in batches} == {"cancelled"}
+    statuses = {b.status for b in batches}
+    assert "cancelled" in statuses and statuses <= {"completed", "cancelled"}
     answered = sum(b.completed_count for b in batches)
     stopped = sum(b.cancelled_count for b in batches)
     assert answered + stopped == ROWS and stopped > 0
@@ -416,22 +417,30 @@ def test_a_crash_cancels_the_batches_in_flight(project, server_factory, monkeypa
     monkeypatch.setenv("TB_KEY", "any")
     api = {"base_url": server.url, "api_key_env": "TB_KEY"}
     config = project(_config("crashing", api=api, batch={"max_requests": 10}), _data(30))
-    real = submit.collect
-    crashed: list[str] = []
+    real_submit, real_collect = submit.submit_shard, submit.collect
+    first_started = threading.Event()
 
-    def collect_that_fails(client: Any, batch: Any, custom_ids: list[str]) -> Any:
-        if not crashed:  # the first batch to end: the disk is full
-            crashed.append(batch.id)
+    def submit_shard_zero_first(client: Any, name: str, *args: Any) -> Any:
+        if not name.endswith("--s0000"):  # the server answers batches in the order started
+            first_started.wait(30)
+        found = real_submit(client, name, *args)
+        if name.endswith("--s0000"):
+            first_started.set()
+        return found
+
+    def collect_that_fails(client: Any, batch: Any, custom_ids: Any) -> Any:
+        if batch.name.endswith("--s0000"):  # the first batch has ended: the disk is full
             raise OSError(28, "No space left on device")
-        return real(client, batch, custom_ids)
+        return real_collect(client, batch, custom_ids)
 
+    monkeypatch.setattr("tablebatch.jobs.submit.submit_shard", submit_shard_zero_first)
     monkeypatch.setattr("tablebatch.jobs.submit.collect", collect_that_fails)
     with pytest.raises(OSError, match="No space left"):
         batch_job(str(config))
-    batches = {b.id: b for b in store.list_batches(10, None, None, None)[0]}
-    assert batches[crashed[0]].status == "completed"
-    stopped = [b for b in batches.values() if b.status in ("cancelling", "cancelled")]
-    assert stopped and all(b.status != "processing" for b in batches.values())
+    batches = {b.name[-5:]: b for b in store.list_batches(10, None, None, None)[0]}
+    assert batches["s0000"].status == "completed"
+    assert batches["s0001"].status in ("cancelling", "cancelled")  # it was in flight
+    assert batches["s0002"].status in ("cancelling", "cancelled")
 
 
 @pytest.mark.parametrize("on_timeout", ["keep", "cancel"])
