@@ -386,16 +386,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _job_api(target: Any) -> Any:
     """A client for the job's API (its config's, or the project's local server)."""
-    from tablebatch.jobs.manage import open_api
+    _quiet_prefect()
+    from flows.manage import job_api
 
-    key = None
-    config = target.config
-    if config is not None and config.api is not None and config.api.api_key_secret:
-        _quiet_prefect()
-        from flows.manage import api_key
-
-        key = api_key(config)
-    return open_api(config, target.root, api_key=key)
+    return job_api(target)
 
 
 def _target(arg: str) -> Any:
@@ -478,11 +472,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from tablebatch.api import BatchApiError
     from tablebatch.jobs.errors import JobError
     from tablebatch.jobs.manage import (
-        STATUS_HEADER,
         batch_line,
         cancel_batches,
+        id_width,
         in_order,
         job_open_batches,
+        status_header,
     )
 
     try:
@@ -497,8 +492,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
                 print(f"{target.name}: no open batch on {api}; nothing to cancel.")
                 return 0
             print(f"{target.name} on {api}: {len(found)} open batch(es)")
-            print("  " + STATUS_HEADER)
-            print("\n".join("  " + batch_line(b) for b in in_order(found)))
+            width = id_width(found)
+            print("  " + status_header(width))
+            print("\n".join("  " + batch_line(b, width=width) for b in in_order(found)))
             if not args.yes:
                 try:
                     answer = input(f"Cancel these {len(found)} batch(es)? [y/N] ")

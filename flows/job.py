@@ -155,16 +155,21 @@ def _run_name() -> str:
 
 @contextmanager
 def open_client(
-    config: JobConfig, root: Path, sleep: Callable[[float], None] = time.sleep
+    config: JobConfig | None,
+    root: Path,
+    sleep: Callable[[float], None] = time.sleep,
+    *,
+    process: bool = True,
 ) -> Iterator[BatchAPI]:
     """A client of the config's API, in its provider's dialect; without one (or with
     ``base_url: local``), a local server for the run, speaking that dialect.
 
     The local server keeps its batches in ``<project>/.tablebatch/server.db``, so
     that a re-run finds what an earlier run submitted. ``sleep`` is how the client
-    waits (between polls and retries).
+    waits (between polls and retries). ``process=False`` serves that database without
+    answering (to look at a job's batches, or cancel them, beside its run's own server).
     """
-    api = config.api
+    api = config.api if config is not None else None
     options: dict[str, Any] = {"sleep": sleep}
     if api is not None:
         options |= {"timeout": api.timeout_s, "max_retries": api.max_retries}
@@ -190,7 +195,7 @@ def open_client(
     folder = root / ".tablebatch"
     folder.mkdir(exist_ok=True)
     key = secrets.token_urlsafe(24)  # the run's own server answers the run alone
-    settings = ServerSettings(db=str(folder / "server.db"), api_keys=[key])
+    settings = ServerSettings(db=str(folder / "server.db"), api_keys=[key], process=process)
     with serve_in_thread(settings) as server:
         url = server.url if provider == "seed" else f"{server.base_url}/{provider}/v1"
         with open_batch_api(provider, url, key, **options) as client:

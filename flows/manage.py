@@ -24,14 +24,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tablebatch.api import BatchClient
-from tablebatch.jobs.config import JobConfig
+from tablebatch.api import BatchAPI
 from tablebatch.jobs.guard import RunGuard
 from tablebatch.jobs.manage import (
     JobTarget,
     batch_row,
     find_job,
-    open_api,
     status_lines,
 )
 from tasks.manage import cancel_task, find_batches_task, find_open_task
@@ -86,20 +84,26 @@ def follow_cancellation(guard: RunGuard, interval_s: float | None = None) -> Ite
         done.set()
 
 
-def api_key(config: JobConfig | None) -> str | None:
-    """The key from the config's Prefect Secret block, if it names one."""
-    if config is None or config.api is None or not config.api.api_key_secret:
-        return None
-    from prefect.blocks.system import Secret
-
-    return Secret.load(config.api.api_key_secret).get()
-
-
 @contextmanager
-def job_api(target: JobTarget) -> Iterator[tuple[BatchClient, str]]:
-    """A client for the job's API (``open_api``) and its description."""
-    with open_api(target.config, target.root, api_key=api_key(target.config)) as opened:
-        yield opened
+def job_api(target: JobTarget) -> Iterator[tuple[BatchAPI, str]]:
+    """A client for the job's API, opened as its runs open it (its provider, its key), and
+    a description of it for people. A job with no API of its own (or ``base_url:
+    local``) is looked up in the project's local server database, served here without
+    processing: a running job's own server answers its batches. ``FileNotFoundError``
+    when there is no such database (the job never ran from this project)."""
+    from flows.job import open_client  # not above: flows.job imports this module
+
+    api = target.config.api if target.config is not None else None
+    if api is None or api.is_local:
+        db = target.root / ".tablebatch" / "server.db"
+        if not db.exists():
+            raise FileNotFoundError(db)
+        dialect = f", {api.provider} dialect" if api is not None and api.provider != "seed" else ""
+        where = f"the local server ({db}{dialect})"
+    else:
+        where = api.base_url if api.provider == "seed" else f"{api.base_url} ({api.provider})"
+    with open_client(target.config, target.root, process=False) as client:
+        yield client, where
 
 
 @flow(name="tablebatch-status")

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tablebatch.api import Batch, BatchClient
+from tablebatch.api import Batch, BatchAPI
 from tablebatch.jobs.manage import CancelOutcome, cancel_batches, job_batches, job_open_batches
 
 
 @task(name="find-batches", cache_policy=NONE)
-def find_batches_task(client: BatchClient, job: str) -> list[Batch]:
+def find_batches_task(client: BatchAPI, job: str) -> list[Batch]:
     """Every batch of the job on the API, newest first."""
     batches = job_batches(client, job)
     get_run_logger().info("%s: %d batch(es) on the API", job, len(batches))
@@ -20,7 +20,7 @@ def find_batches_task(client: BatchClient, job: str) -> list[Batch]:
 
 
 @task(name="find-open-batches", cache_policy=NONE)
-def find_open_task(client: BatchClient, job: str, older_than_s: float = 0.0) -> list[Batch]:
+def find_open_task(client: BatchAPI, job: str, older_than_s: float = 0.0) -> list[Batch]:
     """The job's batches that have not ended, created more than ``older_than_s`` ago."""
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
     found = [
@@ -33,7 +33,7 @@ def find_open_task(client: BatchClient, job: str, older_than_s: float = 0.0) -> 
 
 
 @task(name="cancel-batches", cache_policy=NONE)
-def cancel_task(client: BatchClient, batches: list[Batch], wait_s: float = 300.0) -> CancelOutcome:
+def cancel_task(client: BatchAPI, batches: list[Batch], wait_s: float = 300.0) -> CancelOutcome:
     """Cancel the batches and wait (up to ``wait_s``) until they are ``cancelled``."""
     outcome = cancel_batches(client, batches, timeout_s=wait_s)
     get_run_logger().info(

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tablebatch.api import Batch, BatchClient
+from tablebatch.api import Batch, BatchAPI
 from tablebatch.api.errors import WaitTimeoutError
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.errors import JobAborted
@@ -134,7 +134,7 @@ class RunGuard:
         self.cancelled: dict[str, Batch] = {}  # every batch this guard asked to cancel
         self.timeout_outcome: CancelOutcome | None = None  # what on_timeout: cancel did
         self.cancel_error: str | None = None  # why it could not
-        self._client: BatchClient | None = None
+        self._client: BatchAPI | None = None
         self._aborted = threading.Event()
         self._halted = threading.Event()  # waits stop: batches kept, or the run is ending
         self._wake = threading.Event()  # set by either: sleeping waits wake up
@@ -240,7 +240,7 @@ class RunGuard:
     # -- the guarded block ------------------------------------------------------------------------
 
     @contextmanager
-    def protect(self, client: BatchClient) -> Iterator[RunGuard]:
+    def protect(self, client: BatchAPI) -> Iterator[RunGuard]:
         """Guard the block in which the run sends and waits through ``client``."""
         self._client = client
         self._token = _current.set(self)

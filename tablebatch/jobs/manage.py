@@ -2,8 +2,9 @@
 
 A job names its batches ``<job>--<stage>-<fingerprint>--a<attempt>--s<shard>``
 (``tablebatch.jobs.submit.batch_name``), so the API alone knows what a job has
-running: no local file is read. The seed's list (``GET /v1/batches``, newest
-first, filtered by ``status`` at most) is paged to the end and the names are
+running: no local file is read. The API's batch list (the seed's ``GET
+/v1/batches``, newest first, filtered by ``status`` at most; or a provider
+dialect's, through the same ``BatchAPI``) is paged to the end and the names are
 parsed, so this works against any server of the seed's shape.
 
 What a run does with its own batches when it is stopped is ``tablebatch.jobs.guard``.
@@ -12,11 +13,9 @@ What a run does with its own batches when it is stopped is ``tablebatch.jobs.gua
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,13 @@ from typing import Any
 
 import yaml
 
-from tablebatch.api import Batch, BatchClient, ConflictError, UnprocessableEntityError
+from tablebatch.api import (
+    BadRequestError,
+    Batch,
+    BatchAPI,
+    ConflictError,
+    UnprocessableEntityError,
+)
 from tablebatch.jobs.config import JOB_NAME, JobConfig
 
 BATCH_NAME = re.compile(
@@ -33,6 +38,16 @@ BATCH_NAME = re.compile(
 )
 OPEN = ("created", "pending", "processing", "cancelling")  # not ended: may still cost
 RUNNING = ("created", "pending", "processing")  # may still answer requests
+
+
+def is_open(batch: Batch) -> bool:
+    """True while a batch has not ended: it may still answer (so cost), or it is being
+    cancelled. A ``pending`` or ``processing`` batch counts by what it has left to end,
+    not by its status alone: a provider without a status string (xAI) reads ``pending``
+    to any client but the run that started the batch, also once every request ended."""
+    if batch.is_terminal or batch.status not in OPEN:
+        return False
+    return batch.status in ("created", "cancelling") or batch.pending_count > 0
 
 
 @dataclass(frozen=True)
@@ -61,7 +76,7 @@ def parse_batch_name(name: str) -> BatchName | None:
 
 
 def iter_all_batches(
-    client: BatchClient, status: str | None = None, name_prefix: str | None = None
+    client: BatchAPI, status: str | None = None, name_prefix: str | None = None
 ) -> Iterator[Batch]:
     """Every batch on the API (of a status, whose name starts with ``name_prefix``), newest
     first, in pages as large as it allows (a server refuses a page size over its limit at
@@ -83,12 +98,12 @@ def iter_all_batches(
                 raise
 
 
-def job_batches(client: BatchClient, job: str) -> list[Batch]:
+def job_batches(client: BatchAPI, job: str) -> list[Batch]:
     """Every batch of ``job``, newest first."""
     return [b for b in iter_all_batches(client, name_prefix=f"{job}--") if _job_of(b) == job]
 
 
-def open_batches(client: BatchClient, prefix: str, job: str | None = None) -> list[Batch]:
+def open_batches(client: BatchAPI, prefix: str, job: str | None = None) -> list[Batch]:
     """The batches whose name starts with ``prefix`` (of ``job``, when given) that have not
     ended (``OPEN``), newest first.
 
@@ -98,12 +113,12 @@ def open_batches(client: BatchClient, prefix: str, job: str | None = None) -> li
         b
         for status in OPEN
         for b in iter_all_batches(client, status, prefix)
-        if job is None or _job_of(b) == job
+        if is_open(b) and (job is None or _job_of(b) == job)
     ]
     return sorted(found, key=lambda b: b.created_at or datetime.min.replace(tzinfo=UTC))[::-1]
 
 
-def job_open_batches(client: BatchClient, job: str) -> list[Batch]:
+def job_open_batches(client: BatchAPI, job: str) -> list[Batch]:
     """The batches of ``job`` that have not ended, newest first."""
     return open_batches(client, f"{job}--", job)
 
@@ -159,7 +174,7 @@ class JobSummary:
     def state(self) -> str:
         """``running`` while a batch may still answer, ``cancelling`` while one is being
         stopped, else ``ended``."""
-        statuses = {b.status for b in self.batches}
+        statuses = {b.status for b in self.batches if is_open(b)}
         if statuses & set(RUNNING):
             return "running"
         return "cancelling" if "cancelling" in statuses else "ended"
@@ -275,10 +290,10 @@ class CancelOutcome:
     @property
     def not_ended(self) -> list[Batch]:
         """Batches still not ended when the wait gave up."""
-        return [b for b in self.batches if not b.is_terminal]
+        return [b for b in self.batches if is_open(b)]
 
 
-def request_cancel(client: BatchClient, batches: Iterable[Batch]) -> list[Batch]:
+def request_cancel(client: BatchAPI, batches: Iterable[Batch]) -> list[Batch]:
     """Ask the API to cancel each batch; a batch that ended meanwhile is left as it is.
 
     Returns the batches as the API answered (``cancelling`` or ended)."""
@@ -286,13 +301,16 @@ def request_cancel(client: BatchClient, batches: Iterable[Batch]) -> list[Batch]
     for batch in batches:
         try:
             out.append(client.cancel(batch.id))
-        except ConflictError:  # it ended between the list and the cancel
-            out.append(client.get_batch(batch.id))
+        except (ConflictError, BadRequestError):  # it ended between the list and the cancel
+            ended = client.get_batch(batch.id)
+            if is_open(ended):
+                raise
+            out.append(ended)
     return out
 
 
 def wait_ended(
-    client: BatchClient,
+    client: BatchAPI,
     batches: list[Batch],
     *,
     timeout_s: float = 300.0,
@@ -305,15 +323,15 @@ def wait_ended(
     current = {b.id: b for b in batches}
     while True:
         for batch_id, batch in list(current.items()):
-            if not batch.is_terminal:
+            if is_open(batch):
                 current[batch_id] = client.get_batch(batch_id)
-        if all(b.is_terminal for b in current.values()) or clock() >= deadline:
+        if not any(is_open(b) for b in current.values()) or clock() >= deadline:
             return [current[b.id] for b in batches]
         sleep(poll_s)
 
 
 def cancel_batches(
-    client: BatchClient,
+    client: BatchAPI,
     batches: Iterable[Batch],
     *,
     wait: bool = True,
@@ -332,43 +350,6 @@ def cancel_batches(
             client, asked, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep, clock=clock
         )
     return CancelOutcome(asked)
-
-
-# -- where a job's API is ----------------------------------------------------------------
-
-
-@contextmanager
-def open_api(
-    config: JobConfig | None, root: Path, *, api_key: str | None = None
-) -> Iterator[tuple[BatchClient, str]]:
-    """A client for a job's API, and a description of it for people.
-
-    With ``config.api``: that API, with ``api_key`` or the key of ``api.api_key_env``.
-    Without (no config, or one that names no API): the project's local server
-    database, ``<root>/.tablebatch/server.db``, served here on a free port without
-    processing (a running job's own server answers its batches; this one only
-    finishes cancels). Raises ``FileNotFoundError`` when there is no such database.
-    """
-    if config is not None and config.api is not None:
-        api = config.api
-        options: dict[str, Any] = {"timeout": api.timeout_s, "max_retries": api.max_retries}
-        if api_key is not None:
-            source = f"the Prefect Secret block {api.api_key_secret!r}"
-            client = BatchClient(api.base_url, api_key, key_source=source, **options)
-        else:
-            client = BatchClient.from_env(api.base_url, api.api_key_env, **options)
-        with client:
-            yield client, api.base_url
-        return
-    from tablebatch.server import ServerSettings, serve_in_thread
-
-    db = root / ".tablebatch" / "server.db"
-    if not db.exists():
-        raise FileNotFoundError(db)
-    key = secrets.token_urlsafe(24)
-    settings = ServerSettings(db=str(db), api_keys=[key], process=False)
-    with serve_in_thread(settings) as server, BatchClient(server.url, key) as client:
-        yield client, f"the local server ({db})"
 
 
 # -- which job, from the command line or a flow's parameter ---------------------------------
@@ -426,10 +407,20 @@ def find_job(arg: str, root: Path) -> JobTarget:
 
 # -- what the commands print ------------------------------------------------------------------
 
-STATUS_HEADER = (
-    f"{'batch':<30}  {'stage':<15}  {'attempt':>7}  {'shard':>5}  {'status':<10}  {'done':>6}  "
-    f"{'failed':>6}  {'cancelled':>9}  {'pending':>7}  {'age':>6}  {'tokens':>9}"
-)
+
+def status_header(width: int = 30) -> str:
+    """The header of a status table whose batch ids are ``width`` wide."""
+    return (
+        f"{'batch':<{width}}  {'stage':<15}  {'attempt':>7}  {'shard':>5}  {'status':<10}  "
+        f"{'done':>6}  {'failed':>6}  {'cancelled':>9}  {'pending':>7}  {'age':>6}  {'tokens':>9}"
+    )
+
+
+def id_width(batches: Iterable[Batch]) -> int:
+    """How wide the batch column must be for these ids (30 at least)."""
+    return max([30, *(len(b.id) for b in batches)])
+
+
 JOBS_HEADER = (
     f"{'job':<24}  {'state':<10}  {'batches':>7}  {'statuses':<30}  {'requests':>8}  "
     f"{'done':>8}  {'failed':>6}  {'pending':>8}  {'tokens':>10}  {'newest':>8}"
@@ -471,11 +462,11 @@ def batch_row(batch: Batch, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
-def batch_line(batch: Batch, now: datetime | None = None) -> str:
-    """A batch as one line under ``STATUS_HEADER``."""
+def batch_line(batch: Batch, now: datetime | None = None, width: int = 30) -> str:
+    """A batch as one line under ``status_header(width)``."""
     r = batch_row(batch, now)
     return (
-        f"{r['batch']:<30}  {r['stage']:<15}  {r['attempt'] or '':>7}  "
+        f"{r['batch']:<{width}}  {r['stage']:<15}  {r['attempt'] or '':>7}  "
         f"{'' if r['shard'] is None else r['shard']:>5}  {r['status']:<10}  "
         f"{r['done']:>6}  {r['failed']:>6}  {r['cancelled']:>9}  {r['pending']:>7}  "
         f"{r['age']:>6}  {r['tokens']:>9,}"
@@ -495,8 +486,9 @@ def status_lines(
     summary = JobSummary(target.name, batches)
     lines = [f"{target.name} on {api}: {len(batches)} batch(es), {summary.state}"]
     if batches:
-        lines.append("  " + STATUS_HEADER)
-        lines += ["  " + batch_line(batch, now) for batch in in_order(batches)]
+        width = id_width(batches)
+        lines.append("  " + status_header(width))
+        lines += ["  " + batch_line(batch, now, width) for batch in in_order(batches)]
         lines.append(
             f"  total: {summary.total('request')} requests: {summary.total('completed')} done, "
             f"{summary.total('failed')} failed, {summary.total('cancelled')} cancelled, "

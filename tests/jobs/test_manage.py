@@ -88,3 +88,25 @@ def test_jobs_are_found_on_every_page_and_cancelled(server_factory) -> None:
         assert outcome.answered + outcome.stopped + outcome.failed == 3
         assert job_open_batches(client, "alpha") == []
         assert len(job_open_batches(client, "beta")) == 3  # another job's: untouched
+
+
+def test_a_provider_dialects_ended_batches_are_not_open(server_factory) -> None:
+    """xAI batches have no status string: a client that did not start one reads it
+    ``pending`` even once every request ended. It is open only while requests are left."""
+    import time
+
+    from tablebatch.api.dialects import open_batch_api
+
+    server = server_factory(faults={"processing_rate": 20})
+    with open_batch_api("xai", f"{server.base_url}/xai/v1", "any") as runner:
+        batch = runner.create_batch("gamma--answer-0123abcd--a1--s0000", model="grok-4")
+        runner.add_requests(batch.id, make_requests(4))
+    with open_batch_api("xai", f"{server.base_url}/xai/v1", "any") as looker:
+        (found,) = job_open_batches(looker, "gamma")
+        assert found.status == "pending" and found.pending_count > 0
+        deadline = time.monotonic() + 20
+        while (ended := looker.get_batch(batch.id)).pending_count:
+            assert time.monotonic() < deadline, ended
+            time.sleep(0.05)
+        assert ended.status == "pending"  # as this client sees it
+        assert job_open_batches(looker, "gamma") == []  # but nothing is left to cancel
