@@ -206,3 +206,16 @@ def status_error(
         body=body,
         attempts=attempts,
     )
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed write may have taken effect anyway: a connection lost after the
+    request went out, or a 5xx other than the ones that say nothing was done. Such a
+    write is checked against the API before it is sent again, never resent blind."""
+    from tablebatch.api.retry import NOT_PROCESSED_STATUS
+
+    if isinstance(exc, APIConnectionError):
+        return exc.maybe_sent
+    if isinstance(exc, APIStatusError):
+        return exc.status_code >= 500 and exc.status_code not in NOT_PROCESSED_STATUS
+    return False

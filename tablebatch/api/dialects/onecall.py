@@ -24,11 +24,11 @@ from tablebatch.api.errors import (
     BatchApiError,
     ConflictError,
     NotFoundError,
+    outcome_unknown,
 )
 from tablebatch.api.http import HttpApi
 from tablebatch.api.models import Batch, BatchStatus
 from tablebatch.api.protocol import AddResult
-from tablebatch.api.retry import NOT_PROCESSED_STATUS
 from tablebatch.crash import crash_point
 
 DRAFT_PREFIX = "draft_"
@@ -231,11 +231,7 @@ class OneCallApi(HttpApi):
             try:
                 return create()
             except (APIConnectionError, APIStatusError) as exc:
-                if isinstance(exc, APIConnectionError) and not exc.maybe_sent:
-                    raise
-                if isinstance(exc, APIStatusError) and (
-                    exc.status_code < 500 or exc.status_code in NOT_PROCESSED_STATUS
-                ):
+                if not outcome_unknown(exc):
                     raise
                 self._wait_before_retry(
                     "POST", name, exc, attempt, started, getattr(exc, "retry_after", None)

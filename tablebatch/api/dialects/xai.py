@@ -50,12 +50,12 @@ from tablebatch.api.errors import (
     APIStatusError,
     AuthenticationError,
     BatchApiError,
+    outcome_unknown,
     status_error,
 )
 from tablebatch.api.http import HttpApi, new_idempotency_key
 from tablebatch.api.models import Batch, BatchStatus, ErrorInfo
 from tablebatch.api.protocol import AddResult, Limits
-from tablebatch.api.retry import NOT_PROCESSED_STATUS
 from tablebatch.crash import crash_point
 
 log = logging.getLogger("tablebatch.api")
@@ -309,11 +309,7 @@ class XaiBatches(HttpApi):
                     repeat_if_maybe_sent=False,
                 )
             except (APIConnectionError, APIStatusError) as exc:
-                if isinstance(exc, APIConnectionError) and not exc.maybe_sent:
-                    raise
-                if isinstance(exc, APIStatusError) and (
-                    exc.status_code < 500 or exc.status_code in NOT_PROCESSED_STATUS
-                ):
+                if not outcome_unknown(exc):
                     raise
                 self._wait_before_retry(
                     "POST", path, exc, attempt, started, getattr(exc, "retry_after", None)
