@@ -78,7 +78,11 @@ def _read_stream(handle: object, suffix: str, path: str, string_columns: list[st
         groups = [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
         pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
         return pa.concat_tables(groups)
-    header = pacsv.open_csv(handle).schema.names if string_columns else []
+    header: list[str] = []
+    if string_columns:  # the names alone, read in this thread and closed before the real read
+        probe = pacsv.ReadOptions(use_threads=False)
+        with pacsv.open_csv(handle, read_options=probe) as reader:
+            header = reader.schema.names
     handle.seek(0)  # type: ignore[attr-defined]
     types = {c: pa.string() for c in string_columns if c in header}
     table = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=types))
