@@ -45,11 +45,11 @@ from tablebatch.jobs.build import (
 from tablebatch.jobs.config import JobConfig, template_fields
 from tablebatch.jobs.errors import JobAborted, JobCancelled, JobFailed
 from tablebatch.jobs.guard import RunGuard, as_stopped, stopping, unsent
+from tablebatch.jobs.progress import Progress
 from tablebatch.jobs.results import ModelAnswers
 from tablebatch.jobs.spool import Spool, text_column
 from tablebatch.jobs.submit import (
     BatchWatcher,
-    Progress,
     Sendable,
     ShardOutcome,
     batch_name,
@@ -252,8 +252,7 @@ def _attempt_progress(
     config: JobConfig, model: str, stage: str, attempt: int, total: int
 ) -> Progress:
     """One progress bar (a Prefect progress artifact) and a periodic log line for all the
-    batches of an attempt."""
-    logger = get_run_logger()
+    batches of an attempt (its snapshots also go to the ``tablebatch.progress`` logger)."""
     artifact = create_progress_artifact(
         progress=0.0,
         description=f"{config.name}: {stage} requests to {model}, attempt {attempt}, ended",
@@ -261,9 +260,16 @@ def _attempt_progress(
 
     def report(ended: int, total: int) -> None:
         update_progress_artifact(artifact, progress=100.0 * ended / max(total, 1))
-        logger.info("%s: %d of %d request(s) ended", config.name, ended, total)
 
-    return Progress(total, report, every_s=PROGRESS_EVERY_S)
+    return Progress(
+        total,
+        report,
+        every_s=PROGRESS_EVERY_S,
+        job=config.name,
+        stage=stage,
+        model=model,
+        attempt=attempt,
+    )
 
 
 def run_attempts(
@@ -325,6 +331,7 @@ def run_attempts(
             )
         while window:
             outcomes.append(window.popleft().result())
+        progress.finish()
         for outcome in outcomes:
             batches.extend(outcome.batches)
         now = pa.concat_tables([o.results for o in outcomes])

@@ -12,8 +12,9 @@ from prefect.cache_policies import NONE
 from tablebatch.api import Batch, BatchAPI
 from tablebatch.crash import crash_point
 from tablebatch.jobs.config import JobConfig
+from tablebatch.jobs.progress import Progress
 from tablebatch.jobs.spool import Spool
-from tablebatch.jobs.submit import BatchWatcher, Progress, Sendable, ShardOutcome, send_shard
+from tablebatch.jobs.submit import BatchWatcher, Sendable, ShardOutcome, send_shard
 
 
 @task(name="shard", task_run_name="{name}", cache_policy=NONE)

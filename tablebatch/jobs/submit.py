@@ -341,40 +341,6 @@ def send_shard(
     return ShardOutcome(batches, results, sent)
 
 
-class Progress:
-    """Requests ended across the batches of an attempt, for one progress bar: every poll of
-    every shard updates it, and ``report(ended, total)`` runs at most every ``every_s``
-    seconds (and at the end), so that a hundred shards do not flood the Prefect API."""
-
-    def __init__(
-        self,
-        total: int,
-        report: Callable[[int, int], None],
-        every_s: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.total = total
-        self._report = report
-        self._every_s = every_s
-        self._clock = clock
-        self._ended: dict[str, int] = {}
-        self._last: float | None = None
-        self._lock = threading.Lock()
-
-    def update(self, batch: Batch) -> None:
-        """Record the batch's counts; report if it is time."""
-        with self._lock:
-            self._ended[batch.id] = batch.completed_count + batch.failed_count
-            self._ended[batch.id] += batch.cancelled_count
-            ended = min(sum(self._ended.values()), self.total)
-            now = self._clock()
-            due = self._last is None or now - self._last >= self._every_s or ended >= self.total
-            if due:
-                self._last = now
-        if due:
-            self._report(ended, self.total)
-
-
 class BatchWatcher:
     """Waits for the batches of an attempt with one listing a poll for all of them (the
     attempt's name prefix), instead of a poll per batch: a hundred shards in flight cost

@@ -221,7 +221,7 @@ def test_rows_render_a_shard_at_a_time_as_a_whole_build_would() -> None:
 
 def test_progress_reports_at_most_every_so_often_and_at_the_end() -> None:
     from tablebatch.api import Batch
-    from tablebatch.jobs.submit import Progress
+    from tablebatch.jobs.progress import Progress
 
     now = [0.0]
     reports: list[tuple[int, int]] = []
