@@ -10,12 +10,12 @@ httpx transport), ``serve_in_thread(settings)`` (a thread on a free port), and
 from tablebatch.server.app import create_app
 from tablebatch.server.dialects import sdk_base_url
 from tablebatch.server.runner import RunningServer, serve, serve_app_in_thread, serve_in_thread
-from tablebatch.server.settings import FaultSettings, Limits, ServerSettings
+from tablebatch.server.settings import FaultSettings, ServerLimits, ServerSettings
 
 __all__ = [
     "FaultSettings",
-    "Limits",
     "RunningServer",
+    "ServerLimits",
     "ServerSettings",
     "create_app",
     "sdk_base_url",

@@ -45,7 +45,7 @@ from tablebatch.server.errors import (
 from tablebatch.server.faults import FaultInjector
 from tablebatch.server.idempotency import idempotent_post
 from tablebatch.server.settings import ServerSettings
-from tablebatch.server.store import Store
+from tablebatch.server.store import Store, StoredBatch
 from tablebatch.server.validation import parse_add_requests
 from tablebatch.server.worker import Worker
 
@@ -181,6 +181,16 @@ def create_app(
         return await idempotent_post(
             request, store, who, op, parse, max_bytes=limits.max_bytes_per_call
         )
+
+    async def transition(request: Request, who: str, change: Callable[[], StoredBatch]) -> Response:
+        """A POST that moves a batch (start, cancel), then wakes the worker to act on it."""
+
+        def op(raw: bytes) -> tuple[int, bytes]:
+            batch = change()
+            worker.wake()
+            return 200, orjson.dumps(batch.to_api())
+
+        return await post(request, who, op)
 
     def limit_param(what: str) -> Any:
         return Query(
@@ -327,23 +337,13 @@ def create_app(
     async def start(
         request: Request, batch_id: str = batch_id_param, who: str = Depends(caller)
     ) -> Response:
-        def op(raw: bytes) -> tuple[int, bytes]:
-            batch = store.start(batch_id)
-            worker.wake()
-            return 200, orjson.dumps(batch.to_api())
-
-        return await post(request, who, op)
+        return await transition(request, who, lambda: store.start(batch_id))
 
     @app.post("/v1/batches/{batch_id}/cancel", response_model=Batch, summary="Cancel processing")
     async def cancel(
         request: Request, batch_id: str = batch_id_param, who: str = Depends(caller)
     ) -> Response:
-        def op(raw: bytes) -> tuple[int, bytes]:
-            batch = store.cancel(batch_id)
-            worker.wake()
-            return 200, orjson.dumps(batch.to_api())
-
-        return await post(request, who, op)
+        return await transition(request, who, lambda: store.cancel(batch_id))
 
     for dialect in DIALECTS.values():
         app.include_router(dialect.router, prefix=dialect.prefix)

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class Limits(BaseModel):
+class ServerLimits(BaseModel):
     """Limits of the API, per call and per batch. Over a limit is a 413 naming it."""
 
     max_requests_per_call: int = Field(10_000, ge=1, description="Requests in one add call.")
@@ -123,7 +123,7 @@ class ServerSettings(BaseSettings):
         "processes (e.g. a running job's): cancels are finished, nothing is answered.",
     )
     idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
-    limits: Limits = Field(default_factory=Limits)
+    limits: ServerLimits = Field(default_factory=ServerLimits)
     dialect_limits: DialectLimits = Field(default_factory=DialectLimits)
     faults: FaultSettings = Field(default_factory=FaultSettings)
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from tablebatch.server.errors import InvalidRequest, PayloadTooLarge
-from tablebatch.server.settings import Limits
+from tablebatch.server.settings import ServerLimits
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 NEEDS_CONTENT = frozenset({"system", "developer", "user"})
@@ -52,7 +52,7 @@ def _summary(problems: list[str], total: int, what: str) -> str:
     return f"{len(problems)} of {total} requests {what}; nothing was added: {shown}{more}."
 
 
-def parse_add_requests(raw: bytes, limits: Limits) -> list[tuple[str, bytes]]:
+def parse_add_requests(raw: bytes, limits: ServerLimits) -> list[tuple[str, bytes]]:
     """Parse and check an add-requests body into ``(custom_id, body JSON)`` pairs."""
     if len(raw) > limits.max_bytes_per_call:
         raise PayloadTooLarge(

@@ -24,7 +24,7 @@ import orjson
 
 from tablebatch.server.backends import Backend
 from tablebatch.server.settings import ServerSettings
-from tablebatch.server.store import Batch, Outcome, Store
+from tablebatch.server.store import Outcome, Store, StoredBatch
 
 log = logging.getLogger("tablebatch.server")
 
@@ -145,7 +145,7 @@ class Worker:
         self._drain()
         return wait
 
-    def _step(self, batch: Batch) -> None:
+    def _step(self, batch: StoredBatch) -> None:
         faults = self.settings.faults
         if self._in_flight and self._in_flight[0].batch_seq != batch.seq:
             self._drain()
@@ -191,7 +191,7 @@ class Worker:
             self._in_flight.popleft()
             count = None if count is None else count - 1
 
-    def _submit(self, batch: Batch, rows: list[tuple[int, str, bytes]]) -> _Chunk:
+    def _submit(self, batch: StoredBatch, rows: list[tuple[int, str, bytes]]) -> _Chunk:
         """Decide injected failures and unknown models now; send the rest to the backend."""
         faults = self.settings.faults
         models = self.settings.models

@@ -47,7 +47,7 @@ from tablebatch.server.errors import (
     PayloadTooLarge,
 )
 from tablebatch.server.idempotency import idempotent_post
-from tablebatch.server.store import TERMINAL, Batch
+from tablebatch.server.store import TERMINAL, StoredBatch
 
 NAME = "anthropic"
 ENDPOINT = "/v1/messages"
@@ -240,7 +240,7 @@ def result_line(custom_id: str, status: str, result: bytes | None) -> bytes:
 # -- batches ---------------------------------------------------------------------------
 
 
-def batch_object(batch: Batch, root: str) -> dict[str, Any]:
+def batch_object(batch: StoredBatch, root: str) -> dict[str, Any]:
     """The MessageBatch object of the API (``root``: the server's URL, for ``results_url``)."""
     ended = batch.status in TERMINAL
     status = "ended" if ended else PROCESSING.get(batch.status, "in_progress")

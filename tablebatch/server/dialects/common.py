@@ -22,7 +22,7 @@ from fastapi.responses import Response
 
 from tablebatch.server.errors import InvalidRequest
 from tablebatch.server.settings import ServerSettings
-from tablebatch.server.store import Batch, Store
+from tablebatch.server.store import Store, StoredBatch
 from tablebatch.server.worker import Worker
 
 JSON = "application/json"
@@ -86,7 +86,7 @@ def json_response(data: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code, media_type=JSON)
 
 
-def expires_at(batch: Batch) -> float:
+def expires_at(batch: StoredBatch) -> float:
     """When a dialect batch expires (epoch seconds): its window after its creation."""
     return float(batch.info.get("expires_at", batch.created_at + WINDOW_S))
 

@@ -46,7 +46,7 @@ from tablebatch.server.errors import (
     PayloadTooLarge,
 )
 from tablebatch.server.idempotency import idempotent_post
-from tablebatch.server.store import Batch, StoredFile
+from tablebatch.server.store import StoredBatch, StoredFile
 
 NAME = "openai"
 ENDPOINT = "/v1/chat/completions"  # the one endpoint the backends answer
@@ -118,7 +118,7 @@ def file_object(file: StoredFile) -> dict[str, Any]:
     }
 
 
-def batch_object(batch: Batch) -> dict[str, Any]:
+def batch_object(batch: StoredBatch) -> dict[str, Any]:
     """The Batch object of the API, from a stored batch."""
     info = batch.info
     status = STATUSES[batch.status]
@@ -169,7 +169,7 @@ def batch_object(batch: Batch) -> dict[str, Any]:
     }
 
 
-def _finished(request: Request, batch: Batch) -> Batch:
+def _finished(request: Request, batch: StoredBatch) -> StoredBatch:
     """The batch, with its output files written if it has just finished."""
     if batch.status in ("completed", "failed", "cancelled", "expired") and not batch.info.get(
         "outputs"

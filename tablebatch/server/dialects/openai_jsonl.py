@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from tablebatch.server.store import Batch
+from tablebatch.server.store import StoredBatch
 from tablebatch.server.validation import body_problem
 
 MAX_ERRORS = 100  # line errors listed in a failed batch's ``errors``
@@ -174,7 +174,7 @@ def _request_problem(
 
 
 def _output_line(
-    batch: Batch, n: int, custom_id: str, status: str, result: bytes | None
+    batch: StoredBatch, n: int, custom_id: str, status: str, result: bytes | None
 ) -> tuple[bool, bytes]:
     """One line of the output (True) or error (False) file, in OpenAI's shape."""
     digest = hashlib.blake2b(f"{batch.id}:{n}".encode(), digest_size=12).hexdigest()
@@ -203,7 +203,7 @@ def _output_line(
 
 
 def render_outputs(
-    batch: Batch, chunks: Iterator[list[tuple[int, str, str, bytes | None]]]
+    batch: StoredBatch, chunks: Iterator[list[tuple[int, str, str, bytes | None]]]
 ) -> dict[str, tuple[str, bytes] | None]:
     """The output and error files of a finished batch (None where a file would be empty)."""
     output: list[bytes] = []

@@ -47,7 +47,7 @@ from tablebatch.server.errors import (
     PayloadTooLarge,
 )
 from tablebatch.server.idempotency import idempotent_post
-from tablebatch.server.store import Batch
+from tablebatch.server.store import StoredBatch
 from tablebatch.server.validation import MAX_CUSTOM_ID, body_problem
 
 NAME = "xai"
@@ -150,7 +150,7 @@ def _page(key: str, items: list[Any], more: bool, last: str | None) -> dict[str,
     return page
 
 
-def batch_object(batch: Batch) -> dict[str, Any]:
+def batch_object(batch: StoredBatch) -> dict[str, Any]:
     """The Batch message, as REST JSON."""
     info = batch.info
     obj: dict[str, Any] = {
