@@ -157,7 +157,12 @@ def ensure_pool(name: str) -> None:
 
 
 def deploy(root: Path, specs: list[DeploymentSpec]) -> list[str]:
-    """Register ``specs`` for a process worker; the flow runs in ``root``."""
+    """Register ``specs`` for a process worker; the flow runs in ``root``.
+
+    Each deployment is applied on its own rather than through ``Flow.deploy``, which
+    prints Prefect's process-pool hint and a table per deployment: the CLI says once
+    what to do next.
+    """
     from prefect import Flow
 
     sources: dict[str, Any] = {}
@@ -168,16 +173,36 @@ def deploy(root: Path, specs: list[DeploymentSpec]) -> list[str]:
             sources[spec.entrypoint] = Flow.from_source(
                 source=str(root), entrypoint=spec.entrypoint
             )
-        sources[spec.entrypoint].deploy(
-            **spec.options(),
-            work_pool_name=spec.work_pool,
-            job_variables={"working_dir": str(root)},
-            build=False,
-            push=False,
-            print_next_steps=False,
+        deployment = sources[spec.entrypoint].to_deployment(
+            **spec.options(), job_variables={"working_dir": str(root)}
         )
+        deployment.apply(work_pool_name=spec.work_pool)
         done.append(spec.full_name)
     return done
+
+
+def take_over(specs: list[DeploymentSpec]) -> list[str]:
+    """Delete the deployments of ``specs`` that ``deploy`` registered for a work pool, so
+    that ``serve`` creates them afresh as served ones; returns their names.
+
+    Serving over a deployed deployment would only update it: Prefect keeps its work pool
+    and its missing code path while dropping its pull steps, and its runs then fail with
+    ``Downloading flow code from storage at None``. ``tablebatch deploy`` hands them back.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    taken = []
+    with get_client(sync_client=True) as client:
+        for spec in specs:
+            try:
+                existing = client.read_deployment_by_name(spec.full_name)
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                client.delete_deployment(existing.id)
+                taken.append(f"{spec.full_name} (work pool {existing.work_pool_name})")
+    return taken
 
 
 def serve(specs: list[DeploymentSpec]) -> None:

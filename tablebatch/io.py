@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,7 +131,10 @@ def table_writer(path: str, schema: pa.Schema) -> Iterator[Callable[[pa.Table], 
         return
     folder = Path(path).parent
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    # not mkstemp: its 0600 would keep teammates from reading the output; a new file of
+    # 0666 gets what the user's umask allows, as every other file written does
+    tmp = str(folder / f".tmp-{uuid.uuid4().hex}{suffix}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle, _writer(handle, suffix, schema) as write:
             yield write

@@ -5,12 +5,27 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from flows.cli.common import error
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Send a sample table through the local server and print the answers."""
+    """Send a sample table through the local server and print the answers; 2 when the
+    config or its table cannot be read (the exit codes of every command)."""
+    from tablebatch.jobs.config import load_config
+    from tablebatch.jobs.errors import JobError
+
+    try:
+        load_config(args.config)  # the demo reads it plainly: first, the usual checks
+    except JobError as exc:
+        error(exc)
+        return 2
     from flows.demo import run_demo
 
-    return run_demo(args.config, rows=args.rows)
+    try:
+        return run_demo(args.config, rows=args.rows)
+    except OSError as exc:
+        error(f"{args.config}: {exc}")
+        return 2
 
 
 def add_parsers(sub: Any) -> None:

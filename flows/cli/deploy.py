@@ -12,6 +12,8 @@ from flows.cli.common import error, quiet_prefect
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Register the deployments with the Prefect server of PREFECT_API_URL."""
     quiet_prefect()
+    import httpx
+
     from flows.deploy import deploy, read_specs
     from tablebatch.jobs.errors import JobError
 
@@ -22,6 +24,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except (JobError, OSError) as exc:
         error(exc)
         return 2
+    except httpx.HTTPError as exc:  # the Prefect API is down or refused: could not finish
+        error(f"the Prefect API did not answer ({exc}); is PREFECT_API_URL right?")
+        return 1
     for spec, name in zip(specs, names, strict=True):
         when = ", ".join(
             f"cron {s['cron']} ({s.get('timezone', 'UTC')})"
@@ -30,15 +35,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             for s in spec.schedules
         )
         print(f"deployed {name}  [{when or 'no schedule'}]  pool {spec.work_pool}")
-    for pool in sorted({s.work_pool for s in specs}):
+    for pool in sorted({s.work_pool for s in specs}):  # once, whatever the count
         print(f"Start a worker: prefect worker start --pool {pool} --type process")
+    print("Run one: prefect deployment run <flow>/<deployment>, or from the Prefect UI")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every deployment from this process (schedules and UI runs), until Ctrl-C."""
     quiet_prefect()
-    from flows.deploy import read_specs, serve
+    from flows.deploy import read_specs, serve, take_over
     from tablebatch.jobs.errors import JobError
 
     try:
@@ -46,6 +52,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except JobError as exc:
         error(exc)
         return 2
+    for name in take_over(specs):
+        print(
+            f"{name} was deployed for a worker; this process serves it now "
+            "(tablebatch deploy hands it back)"
+        )
     serve(specs)
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 from flows.cli.common import error, no_tracebacks_for, quiet_prefect, summary
@@ -16,7 +18,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tablebatch.jobs.preflight import preflight
 
     try:  # everything about the config and the data is checked before Prefect starts
-        checked = preflight(args.config, args.set)
+        config_path = _config_path(args.config)
+        checked = preflight(config_path, args.set)
     except JobError as exc:
         error(exc)
         return 2
@@ -29,7 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     no_tracebacks_for((JobError, BatchApiError))
     try:
-        report = batch_job(config=args.config, settings=args.set)
+        report = batch_job(config=str(config_path), settings=args.set)
     except JobAborted as exc:  # Ctrl-C, a stop signal, a cancel in Prefect: batch.on_abort
         if isinstance(exc, JobCancelled) and exc.report is not None:
             print(summary(exc.report))
@@ -58,9 +61,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tablebatch.jobs.preflight import read_input
     from tablebatch.jobs.submit import batch_name
 
+    if args.show < 0:
+        error(f"--show {args.show}: give a number of requests, 0 or more")
+        return 2
     try:
-        config = load_config(args.config, args.set)
-        checked = read_input(config, args.config)
+        config_path = _config_path(args.config)
+        config = load_config(config_path, args.set)
+        checked = read_input(config, config_path)
     except JobError as exc:
         error(exc)
         return 2
@@ -98,47 +105,80 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"    skipped {custom_id}: {reason}")
     if config.scoring == "judge" and config.judge:
         print(f"  then a judge batch per model to {config.judge.model}")
+    if args.show:
+        _show(checked, args.show)
     print("Nothing was sent.")
     return 0
 
 
+def _show(checked: Any, count: int) -> None:
+    """The first ``count`` requests of the first model, as they would be sent."""
+    import orjson
+
+    from tablebatch.jobs.preflight import first_requests
+
+    config = checked.config
+    shown = first_requests(checked, count)
+    others = config.model_names[1:]
+    to = f" (the same to {', '.join(others)} but for the model)" if others else ""
+    print(f"  the first {len(shown)} request(s) to {config.model_names[0]}{to}:")
+    for request in shown:
+        print(f"  --- {request['custom_id']}")
+        payload = request.get("body", request.get("params"))
+        text = orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode()
+        print("\n".join("    " + line for line in text.splitlines()))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check configs (and their data when it can be read here); 1 if any is invalid."""
-    from tablebatch.io import read_table, resolve
-    from tablebatch.jobs.build import check_table
-    from tablebatch.jobs.config import load_config, project_root
+    """Check configs and their data as ``run`` would before sending; 2 if any is wrong."""
+    from tablebatch.jobs.config import load_config
     from tablebatch.jobs.errors import DataError, JobError
+    from tablebatch.jobs.preflight import preflight
 
     bad = 0
-    for path in args.configs:
+    for arg in args.configs:
         try:
-            config = load_config(path)
+            path = _config_path(arg)
+            if args.config_only:
+                load_config(path)
+                print(f"ok: {arg} (config only: its data was not read)")
+                continue
+            checked = preflight(path)
+        except DataError as exc:
+            missing = "no such file" in str(exc) or "matches no file" in str(exc)
+            hint = " (--config-only checks the config alone, without its data)"
+            error(f"{exc}{hint if missing else ''}")
+            bad += 1
+            continue
         except JobError as exc:
             error(exc)
             bad += 1
             continue
-        data = resolve(config.input.path, project_root(path))
-        try:
-            table = read_table(data, string_columns=[config.input.id_column])
-        except DataError as exc:
-            if "no such file" in str(exc) or "matches no file" in str(exc):
-                print(f"ok: {path} (config only: {data} is not here)")
-            else:
-                error(exc)
-                bad += 1
-            continue
-        try:
-            check_table(table, config, data)
-        except DataError as exc:
-            error(exc)
-            bad += 1
-            continue
-        print(f"ok: {path} ({table.num_rows} rows in {data} checked)")
-    return 1 if bad else 0
+        print(f"ok: {arg} ({checked.table.num_rows} rows in {checked.path} checked)")
+    return 2 if bad else 0
+
+
+def _config_path(arg: str) -> Path:
+    """CONFIG|JOB as a config file (a job's name is looked up in configs/ of the project
+    here); says on stderr when it lies outside this project, and which folder its
+    relative paths use."""
+    from tablebatch.jobs.config import project_root
+    from tablebatch.jobs.lookup import find_config
+    from tablebatch.jobs.preflight import root_note
+
+    path = find_config(arg, project_root(Path.cwd() / "CONFIG"))
+    note = root_note(path)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return path
+
+
+CONFIG_HELP = "a job config (e.g. configs/review-sentiment.yaml) or a job's name in configs/"
 
 
 def add_parsers(sub: Any) -> None:
     """``run``, ``plan`` and ``validate``."""
+    commands = {}
     for name, text, handler in (
         ("run", "run a job: load, send, wait, collect, join, write", cmd_run),
         (
@@ -148,7 +188,7 @@ def add_parsers(sub: Any) -> None:
         ),
     ):
         command = sub.add_parser(name, help=text, description=text)
-        command.add_argument("config", help="a job config, e.g. configs/review-sentiment.yaml")
+        command.add_argument("config", metavar="CONFIG|JOB", help=CONFIG_HELP)
         command.add_argument(
             "--set",
             action="append",
@@ -157,6 +197,26 @@ def add_parsers(sub: Any) -> None:
             help="override a config key (dotted, YAML value), e.g. --set batch.max_requests=500",
         )
         command.set_defaults(handler=handler)
-    validate = sub.add_parser("validate", help="check job configs without running them")
-    validate.add_argument("configs", nargs="+", metavar="CONFIG")
+        commands[name] = command
+    commands["plan"].add_argument(
+        "--show",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the first N requests (system, messages, params) exactly as they would be "
+        "sent, to check a prompt before money is spent",
+    )
+    validate = sub.add_parser(
+        "validate",
+        help="check job configs and their data as a run would, without sending",
+        description="Check job configs, and read and check their data as run does before "
+        "it sends anything (columns, ids, something to send, an API key). Exits 2 if any "
+        "is wrong, as run would.",
+    )
+    validate.add_argument("configs", nargs="+", metavar="CONFIG|JOB", help=CONFIG_HELP)
+    validate.add_argument(
+        "--config-only",
+        action="store_true",
+        help="check the configs alone, without their data (a repository without data)",
+    )
     validate.set_defaults(handler=cmd_validate)

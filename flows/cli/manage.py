@@ -29,11 +29,32 @@ def _target(arg: str) -> Any:
 
 
 def _no_database(target: Any, db: object) -> int:
+    if target.config is None:  # a name that no config has: say so, and what it may mean
+        return _unknown(target, "the project has no local server database", [])
     error(
         f"{target.name}: no batches to look at: the job names no API and the project has no "
         f"local server database ({db}); run the job first, or give its config."
     )
     return 1
+
+
+def _unknown(target: Any, where: str, api_jobs: list[str]) -> int:
+    """A job name that matches no config and no batch: 2, with the names it may mean."""
+    from tablebatch.jobs.lookup import config_names, did_you_mean
+
+    known = config_names(target.root) + api_jobs
+    error(
+        f"{target.name}: no such job: no config in {target.root / 'configs'} names it, and "
+        f"{where}{did_you_mean(target.name, known)}"
+    )
+    return 2
+
+
+def _api_jobs(client: Any) -> list[str]:
+    """The names of the jobs with batches on the API (every page)."""
+    from tablebatch.jobs.manage import group_jobs, iter_all_batches
+
+    return [job.job for job in group_jobs(iter_all_batches(client))[0]]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -52,6 +73,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         output = output_state(path) if path else None
         with _job_api(target) as (client, api):
             batches = job_batches(client, target.name)
+            if not batches and target.config is None:
+                return _unknown(target, f"{api} has no batch of it", _api_jobs(client))
         lines = status_lines(target, api, batches, output)
     except FileNotFoundError as exc:
         return _no_database(target, exc)
@@ -103,6 +126,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         cancel_batches,
         id_width,
         in_order,
+        job_batches,
         job_open_batches,
         status_header,
     )
@@ -115,6 +139,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     try:
         with _job_api(target) as (client, api):
             found = job_open_batches(client, target.name)
+            if not found and target.config is None and not job_batches(client, target.name):
+                return _unknown(target, f"{api} has no batch of it", _api_jobs(client))
             if not found:
                 print(f"{target.name}: no open batch on {api}; nothing to cancel.")
                 return 0

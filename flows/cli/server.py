@@ -6,7 +6,9 @@ Nothing here loads Prefect, so the server starts fast.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -62,7 +64,8 @@ def add_parsers(sub: Any) -> None:
         action="append",
         metavar="KEY",
         help="accepted bearer key (repeatable); prefer TABLEBATCH_SERVER_API_KEYS, which "
-        "keeps keys out of the process list. None: any caller is accepted.",
+        "keeps keys out of the process list. Without any, the server makes a key and "
+        "prints it on its first line (--no-auth accepts any caller).",
     )
     p.add_argument(
         "--no-auth",
@@ -74,6 +77,20 @@ def add_parsers(sub: Any) -> None:
     for flag, (_, kind, text) in FAULT_FLAGS.items():
         p.add_argument(flag, type=kind, default=None, help=text)
     p.set_defaults(handler=cmd_server)
+
+
+class _NoInfo(logging.Filter):
+    """Drops uvicorn's INFO lines (process started, startup complete, shutting down)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def _quiet_uvicorn_startup() -> None:
+    """The server's first line is its own (URL and key), not uvicorn's start-up chatter;
+    its warnings and errors, and the access log (--access-log), still show. A filter on
+    the logger survives uvicorn's logging set-up, which resets levels and handlers."""
+    logging.getLogger("uvicorn.error").addFilter(_NoInfo())
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -132,6 +149,11 @@ def cmd_server(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    _quiet_uvicorn_startup()
+    # uvicorn re-raises the SIGTERM it stopped on: as an exit, so that atexit shuts the
+    # offline backend's helper pool down and its queues' semaphores are released (killed
+    # by the signal, the process left them to the resource tracker, which warned)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         serve(settings, host=args.host, port=args.port, access_log=args.access_log, on_ready=ready)
     except OSError as exc:

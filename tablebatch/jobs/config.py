@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tablebatch.api.providers import BASE_URLS, KEY_ENVS, Provider
 from tablebatch.jobs.errors import ConfigError
+from tablebatch.jobs.params import check_params
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 OUTPUT_COLUMNS = (
@@ -324,16 +325,7 @@ class JobConfig(Strict):
             raise ValueError("scoring: judge needs a judge section (model, template)")
         if self.kind != "evaluation" and ("scoring" in self.model_fields_set or self.judge):
             raise ValueError("scoring and judge are for kind: evaluation")
-        if self.api is not None and self.api.provider == "anthropic":
-            from tablebatch.api.dialects.anthropic import unsupported_params
-
-            bad = unsupported_params(self.params)
-            if bad:
-                raise ValueError(
-                    f"params {', '.join(bad)}: not parameters of Anthropic's Messages API "
-                    "(provider anthropic); remove them, or use its own (e.g. stop_sequences, "
-                    "thinking, output_config)"
-                )
+        check_params(self.params, self.api.provider if self.api else "seed")  # jobs/params.py
         return self
 
     # -- derived -------------------------------------------------------------------

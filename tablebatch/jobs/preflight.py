@@ -11,7 +11,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from tablebatch.io import read_table, resolve
@@ -76,3 +78,45 @@ def preflight(config_path: str | Path, settings: Sequence[str] = ()) -> Checked:
     checked = read_input(config, config_path)
     check_sendable(config, checked.table, checked.ids)
     return checked
+
+
+def root_note(config_path: str | Path, here: Path | None = None) -> str | None:
+    """When the config lies outside the project of the current folder: which folder its
+    relative paths resolve against, and why (None when it is this project's)."""
+    root = project_root(config_path)
+    here = project_root((here or Path.cwd()) / "CONFIG")
+    if root == here:
+        return None
+    if (root / "pyproject.toml").exists() or (root / ".git").exists():
+        why = "its project's folder (it holds pyproject.toml or .git)"
+    else:
+        why = "the config's own folder (no pyproject.toml or .git above it)"
+    return (
+        f"{config_path} is outside the project here ({here}): its relative paths "
+        f"(input.path, output.path) resolve against {root}, {why}"
+    )
+
+
+def first_requests(checked: Checked, count: int, model: str | None = None) -> list[dict[str, Any]]:
+    """The first ``count`` requests a run would send to ``model`` (default: the first),
+    each ``{"custom_id": ..., "body": {...}}`` as rendered; rows a run would skip are
+    skipped here too. For provider anthropic the body is what its dialect sends
+    (Messages params)."""
+    config = checked.config
+    plan = plan_requests(checked.table, config, checked.ids, model or config.model_names[0])
+    shown: list[dict[str, Any]] = []
+    for start in range(0, len(plan.rows), max(count, 1)):
+        rendered, _ = plan.rows.slice(start, max(count, 1)).render()
+        shown.extend(orjson.loads(item) for _, item in rendered)
+        if len(shown) >= count:
+            break
+    shown = shown[:count]
+    if config.api is not None and config.api.provider == "anthropic":
+        from tablebatch.api.dialects.anthropic import DEFAULT_MAX_TOKENS, messages_params
+
+        max_tokens = config.api.max_tokens or DEFAULT_MAX_TOKENS
+        shown = [
+            {"custom_id": r["custom_id"], "params": messages_params(r["body"], max_tokens)}
+            for r in shown
+        ]
+    return shown

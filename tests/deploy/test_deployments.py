@@ -152,6 +152,10 @@ def test_a_worker_runs_a_triggered_deployment(
     assert "cron 0 6 * * 1-5 (Europe/Berlin)" in deployed.stdout
     assert "deployed tablebatch-status/job-status" in deployed.stdout
     assert "deployed tablebatch-cancel/cancel-job" in deployed.stdout
+    # the CLI says once what to do next; Prefect's hint and table per deployment stay out
+    assert deployed.stdout.count("prefect worker start --pool tablebatch") == 1
+    assert "process work pool" not in deployed.stdout + deployed.stderr
+    assert "Successfully created/updated" not in deployed.stdout + deployed.stderr
 
     elsewhere = project.parent / "worker-cwd"
     elsewhere.mkdir()
@@ -241,4 +245,81 @@ def test_a_schedule_fires_a_served_run(prefect_server: dict[str, str], project: 
             time.sleep(0.5)
     finally:
         _stop(served)
+    assert (project / "data/output/article-summaries.parquet").exists()
+
+
+def _deployment(env: dict[str, str], name: str) -> object | None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        try:
+            return client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return None
+
+
+@pytest.mark.timeout(300)  # a deploy, a worker, a runner and a run, on 2 busy cores
+def test_serve_after_deploy_runs_the_job(prefect_server: dict[str, str], project: Path) -> None:
+    """Serving a deployment that ``deploy`` registered, with a worker on its pool: the run
+    completes (it used to fail with ``Downloading flow code from storage at None``)."""
+    env = prefect_server
+    name = "tablebatch-job/deployed-then-served"
+    spec = {
+        "deployments": [
+            {
+                "name": "deployed-then-served",
+                "entrypoint": "flows/job.py:batch_job",
+                "parameters": {"config": "configs/article-summaries.yaml"},
+            }
+        ]
+    }
+    (project / "prefect.yaml").write_text(yaml.safe_dump(spec))
+    deployed = _cli(env, project, str(BIN / "tablebatch"), "deploy")
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    assert _deployment(env, name).work_pool_name == "tablebatch"
+    worker = _start(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "tablebatch", "--type", "process"],
+        env,
+        project,
+        project / "worker.log",
+    )
+    served = _start(
+        [str(BIN / "tablebatch"), "serve", "--root", str(project)],
+        env,
+        project,
+        project / "serve.log",
+    )
+    logs = ""
+    try:
+        deadline = time.monotonic() + 120
+        while "are being served" not in (project / "serve.log").read_text():
+            assert served.poll() is None, (project / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (project / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        run = _cli(
+            env,
+            project,
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            name,
+            "--watch",
+            "--watch-timeout",
+            "240",
+            timeout=300,
+        )
+        logs = run.stdout + (project / "serve.log").read_text()
+        logs += (project / "worker.log").read_text()
+        assert run.returncode == 0, logs[-4000:]
+    finally:
+        _stop(served)
+        _stop(worker)
+    assert "this process serves it now" in (project / "serve.log").read_text()
+    assert _deployment(env, name).work_pool_name is None  # served now; deploy hands it back
+    assert "storage at None" not in logs
     assert (project / "data/output/article-summaries.parquet").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from prefect.settings import PREFECT_API_URL
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(project: Path, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", *args],
@@ -23,6 +24,7 @@ def _run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=300,
+        preexec_fn=lambda: os.umask(umask),
     )
 
 
@@ -30,14 +32,17 @@ def test_run_the_sample_job(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     shutil.copytree(ROOT / "data", tmp_path / "data", ignore=shutil.ignore_patterns("output"))
     (tmp_path / "pyproject.toml").write_text("")
-    result = _run(tmp_path, "configs/review-sentiment.yaml")
+    result = _run(tmp_path, "review-sentiment", umask=0o002)  # a job's name, as status takes
     assert result.returncode == 0, result.stderr[-3000:]
     assert "review-sentiment: 24 rows (24 completed)" in result.stdout
     assert "accuracy" in result.stdout
     output = tmp_path / "data/output/review-sentiment.parquet"
     assert f"output: {output}" in result.stdout
     assert pq.read_table(output).num_rows == 24
-    assert (tmp_path / "data/output/review-sentiment.parquet.report.json").exists()
+    report = tmp_path / "data/output/review-sentiment.parquet.report.json"
+    # the output table is as readable as the report: what the umask allows (not 0600)
+    assert stat.S_IMODE(output.stat().st_mode) == 0o664
+    assert stat.S_IMODE(report.stat().st_mode) == 0o664
 
 
 def test_run_reports_bad_input_clearly(tmp_path: Path) -> None:

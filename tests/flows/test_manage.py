@@ -170,6 +170,9 @@ def test_status_jobs_and_cancel_during_and_after_a_run(project, slow, monkeypatc
     assert f"{ROWS} rows, {answered} answered, {stopped} missing ({stopped} cancelled)" in out
     code, out, _ = _cli(capsys, "cancel", "reviews", "--yes")
     assert code == 0 and "no open batch" in out
+    for command in (["status"], ["cancel", "--yes"]):  # a name no config, no batch has
+        code, _, err = _cli(capsys, *command, "reveiws")
+        assert code == 2 and "reveiws: no such job" in err and "(did you mean reviews?)" in err
 
     monkeypatch.delenv("TABLEBATCH_SERVER_FAULTS__PROCESSING_RATE")
     again = batch_job(str(config))  # a later run sends only the rest, and nothing twice
@@ -191,6 +194,8 @@ def test_bad_targets_are_refused_clearly(project, monkeypatch, capsys) -> None:
     assert code == 2 and "neither a config file nor a job name" in err
     code, _, err = _cli(capsys, "status", "known")  # it never ran: nothing to look at
     assert code == 1 and "no local server database" in err
+    code, _, err = _cli(capsys, "status", "knwon")  # no config names it
+    assert code == 2 and "knwon: no such job" in err and "(did you mean known?)" in err
     code, _, err = _cli(capsys, "jobs")
     assert code == 1 and "no local server database" in err
 

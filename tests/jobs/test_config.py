@@ -97,6 +97,14 @@ def test_the_documented_example_is_accepted(tmp_path: Path) -> None:
             {"api": {"provider": "anthropic"}, "params": {"presence_penalty": 1, "top_p": 1}},
             "params presence_penalty: not parameters of Anthropic's Messages API",
         ),
+        (
+            {"params": {"temprature": 0}},
+            "params temprature (did you mean temperature?): not chat-completions parameters",
+        ),
+        (
+            {"api": {"provider": "anthropic"}, "params": {"stop_sequence": ["x"]}},
+            "params stop_sequence (did you mean stop_sequences?): not parameters of Anthropic",
+        ),
         ({"scoring": "exact"}, "scoring and judge are for kind: evaluation"),
         ({"input": {"path": "x.csv"}}, "input.id_column: missing"),
     ],
