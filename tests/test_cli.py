@@ -132,6 +132,18 @@ def test_a_job_name_or_a_near_miss(tmp_path: Path) -> None:
     assert not (project / ".tablebatch").exists()  # nothing was started or sent
 
 
+def test_every_command_exits_2_on_wrong_input(tmp_path: Path) -> None:
+    for args in (
+        ("demo", "nosuch.yaml"),
+        ("plan", "configs/review-sentiment.yaml", "--show", "-1"),
+        ("status", "no/such.yaml"),
+        ("run", "--no-such-flag", "x"),
+    ):
+        result = _cli(*args, cwd=_project(tmp_path / args[0], data=False))
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
 def test_a_config_outside_the_project_says_which_root_it_uses(tmp_path: Path) -> None:
     project = _project(tmp_path / "project")
     elsewhere = tmp_path / "elsewhere"
