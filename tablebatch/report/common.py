@@ -1,0 +1,132 @@
+"""The parts every report has, whatever the kind: the run's header figures, rows by status,
+tokens per attempt, the rows that failed (first 50) and a sample of rows to read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tablebatch.report import charts
+from tablebatch.report.page import Figure, Section, count, note, table_html, row
+from tablebatch.report.run import Run
+from tablebatch.report.table import sample_indices
+
+FAILED_ROWS = 50
+SAMPLE_ROWS = 12
+
+
+def when(run: Run) -> str:
+    """When the run ended: the report's time, or the output file's."""
+    stamp = run.report.get("finished_at")
+    if stamp:
+        return str(stamp)
+    mtime = Path(run.output.path).stat().st_mtime
+    return dt.datetime.fromtimestamp(mtime, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def header_figures(report: dict[str, Any]) -> list[Figure]:
+    """Rows, requests, batches, tokens, cost (when known) and duration of a run."""
+    tokens = report.get("tokens", {})
+    batches = report.get("batches", [])
+    figures = [
+        Figure("input_rows", "input rows", count(report.get("input_rows"))),
+        Figure("output_rows", "output rows", count(report.get("output_rows"))),
+        Figure("completed", "completed", count(report.get("rows_by_status", {}).get("completed", 0))),
+        Figure("requests", "requests in batches", count(sum(b.get("requests", 0) for b in batches))),
+        Figure("batches", "batches", count(len(batches))),
+        Figure("prompt_tokens", "prompt tokens", count(tokens.get("prompt"))),
+        Figure("completion_tokens", "completion tokens", count(tokens.get("completion"))),
+    ]
+    sent = report.get("requests_sent")
+    if sent is not None:
+        figures.append(Figure("requests_sent", "requests sent", count(sent)))
+    reused = report.get("requests_reused")
+    if reused is not None:
+        figures.append(Figure("requests_reused", "requests reused", count(reused)))
+    if report.get("cost") is not None:
+        figures.append(Figure("cost", "cost (USD)", f"{report['cost']:.4f}"))
+    total = report.get("timings", {}).get("total")
+    if total is not None:
+        figures.append(Figure("duration", "duration", f"{total:.1f} s"))
+    return figures
+
+
+def status_chart(report: dict[str, Any]) -> charts.alt.Chart:
+    """Rows by status, as bars."""
+    data = [{"status": k, "rows": v} for k, v in sorted(report["rows_by_status"].items())]
+    return charts.bars(data, "status", "rows", title_y="rows").properties(width=260)
+
+
+def _tokens_chart(run: Run) -> str:
+    table = run.output.read(["attempts", "prompt_tokens", "completion_tokens"])
+    if not table.num_rows or "attempts" not in table.column_names:
+        return ""
+    grouped = table.group_by("attempts").aggregate(
+        [("prompt_tokens", "sum"), ("completion_tokens", "sum"), ("attempts", "count")]
+    )
+    data = []
+    for row in grouped.to_pylist():
+        attempt = "not sent" if row["attempts"] == 0 else f"attempt {row['attempts']}"
+        for part in ("prompt", "completion"):
+            value = row.get(f"{part}_tokens_sum") or 0
+            data.append({"attempt": attempt, "tokens": value, "part": part})
+    chart = charts.bars(data, "attempt", "tokens", color="part", title_x="rows answered on")
+    return charts.figure(chart, "tokens", "Tokens per attempt")
+
+
+def _input_columns(run: Run) -> list[str]:
+    return [c for c in [run.columns.get("id"), *run.columns.get("inputs", [])] if c]
+
+
+def failed_rows(run: Run) -> str:
+    """The first rows that did not complete, with their errors."""
+    if not run.output.has("status"):
+        return ""
+    shown = [*_input_columns(run)[:2], "status", "error", "attempts"]
+    if run.output.has("model") and len(run.report.get("models", [])) > 1:
+        shown.insert(1, "model")
+    rows = run.output.first_where(
+        lambda b: pc.not_equal(b["status"], "completed"), ["status"], shown, FAILED_ROWS
+    )
+    failed = sum(v for k, v in run.report["rows_by_status"].items() if k != "completed")
+    if not rows.num_rows:
+        return note("Every row completed.")
+    head = note(f"{failed:,} row(s) did not complete; the first {rows.num_rows} are shown.")
+    return head + _table(rows, "failed")
+
+
+def sample_rows(run: Run, extra: tuple[str, ...]) -> str:
+    """A few rows drawn at random (the same every time), to read."""
+    n = run.output.num_rows
+    picked = sample_indices(n, SAMPLE_ROWS, seed=7)
+    shown = [*_input_columns(run), *extra]
+    rows = run.output.take(picked, shown)
+    text = f"{rows.num_rows} of {n:,} rows, drawn at random." if n > SAMPLE_ROWS else ""
+    return (note(text) if text else "") + _table(rows, "sample")
+
+
+def _table(rows: pa.Table, key: str) -> str:
+    columns = rows.column_names
+    values = [[row[c] for c in columns] for row in rows.to_pylist()]
+    return table_html(columns, values, key=key)
+
+
+def common_sections(run: Run, extra: tuple[str, ...]) -> tuple[Section, list[Section]]:
+    """The overview (first) and the sections after the kind's (tokens, failures, sample)."""
+    report = run.report
+    status = Section(
+        "overview",
+        "Run",
+        header_figures(report),
+        [row(charts.figure(status_chart(report), "status", "Rows by status"))],
+    )
+    tail = [
+        Section("tokens", "Tokens", [], [row(_tokens_chart(run))]),
+        Section("failed", f"Rows that did not complete (first {FAILED_ROWS})", [], [failed_rows(run)]),
+        Section("sample", "A sample of rows", [], [sample_rows(run, extra)]),
+    ]
+    return status, tail
