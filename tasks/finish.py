@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
@@ -22,6 +22,8 @@ from tablebatch.jobs.results import (
     report_markdown,
 )
 from tablebatch.jobs.timing import add, take
+from tablebatch.report.build import artifact, write_html
+from tablebatch.report.run import Run, columns_of
 
 
 @task(name="write", cache_policy=NONE)
@@ -55,8 +57,11 @@ def write_task(
             add(run, "join", mark, time.perf_counter())
     report = build_report(config, table, pa.concat_tables(slim), batches, path)
     report["timings"] = take(run, elapsed + time.perf_counter() - started)
+    charts = None
     if "://" not in path:
+        report["columns"] = columns_of(config)  # so that `tablebatch report` can rebuild it
         Path(path + ".report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        charts = html_report(report, path)
     key = "".join(c if c.isalnum() else "-" for c in config.name.lower())
     create_markdown_artifact(report_markdown(report), key=f"{key}-report", description="Job report")
     rows = [{"status": k, "rows": v} for k, v in sorted(report["rows_by_status"].items())]
@@ -65,4 +70,19 @@ def write_task(
     elif report.get("gold"):
         rows = [{"label": label, **m} for label, m in report["gold"]["per_label"].items()]
     create_table_artifact(rows, key=f"{key}-table", description="Job report, as a table")
+    if charts is not None:
+        create_markdown_artifact(charts[0], key=f"{key}-charts", description=charts[1])
     return report
+
+
+def html_report(report: dict[str, Any], path: str) -> tuple[str, str] | None:
+    """Write ``<output>.report.html``; return the charts artifact (markdown, description). A chart
+    that cannot be drawn costs the page, not the run (`tablebatch report` draws it again)."""
+    try:
+        html = write_html(report, path)
+        return artifact(Run.of(report, path), html)
+    except Exception as exc:  # the output and the JSON are written: keep the run's result
+        get_run_logger().warning(
+            "the HTML report was not written (%s: %s)", type(exc).__name__, exc
+        )
+        return None

@@ -8,6 +8,8 @@
     tablebatch cancel CONFIG|JOB [--yes]          cancel a job's open batches, keep the answers
     tablebatch server [--port 8000] [--db PATH] [--backend offline|openai] ...
     tablebatch demo [CONFIG]                      the Batch API calls of a job, one by one
+    tablebatch report CONFIG|OUTPUT [--open]      a run's HTML report, built again (no API call)
+    tablebatch compare A B ... [--out PATH]       runs of one table side by side, in one page
 
 One module per command group (``jobs``, ``manage``, ``deploy``, ``server``, ``demo``);
 each registers its commands with ``add_parsers``. The commands hold no rules of their
@@ -20,7 +22,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from flows.cli import demo, deploy, jobs, manage, server
+from flows.cli import demo, deploy, jobs, manage, report, server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tablebatch", description="LLM batch jobs over tables, on Prefect."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (jobs, manage, deploy, server, demo):
+    for group in (jobs, manage, deploy, server, demo, report):
         group.add_parsers(sub)
     return parser
 

@@ -12,7 +12,7 @@ from typing import Any
 from tablebatch.report import charts
 from tablebatch.report.common import common_sections, header_figures, status_chart, when
 from tablebatch.report.kinds import kind_report
-from tablebatch.report.page import figures_html, note, page
+from tablebatch.report.page import page
 from tablebatch.report.run import Run
 
 
@@ -25,7 +25,9 @@ def subtitle(run: Run) -> str:
 def render(run: Run) -> str:
     """The run's report page."""
     kind = kind_report(run.kind)
-    resolved = tuple(run.columns.get(e, e) if e in ("gold", "reference") else e for e in kind.extra_columns)
+    resolved = tuple(
+        run.columns.get(e, e) if e in ("gold", "reference") else e for e in kind.extra_columns
+    )
     extra = tuple(c for c in resolved if c)
     overview, tail = common_sections(run, extra)
     sections = [overview, *kind.sections(run), *tail]
@@ -40,6 +42,9 @@ def write_html(report: dict[str, Any], output: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as a plain file would be: mkstemp's is private
     os.replace(tmp, path)
     return path
 
@@ -50,10 +55,15 @@ def main_chart_png(run: Run) -> bytes:
     return charts.png(chart)
 
 
-def artifact_markdown(run: Run, html_path: Path | None) -> str:
-    """Markdown for the Prefect UI: the headline figures and the main chart as an inline
-    PNG (a data URI: the UI shows it with no file server), and where the full report is."""
-    figures = [*header_figures(run.report), *kind_report(run.kind).figures(run.report)]
+def artifact(run: Run, html_path: Path | None) -> tuple[str, str]:
+    """The Prefect artifact of the charts: its markdown and its one-line description.
+
+    Measured in the Prefect UI (3.x, offline): the run page's Artifacts tab shows a card per
+    artifact with its description as text (an image there is not shown), and the artifact's
+    page renders the markdown, a PNG given as a data URI included. So the description holds
+    the headline figures and the markdown the figures and the main chart."""
+    kind = kind_report(run.kind)
+    figures = [*header_figures(run.report), *kind.figures(run.report)]
     image = base64.b64encode(main_chart_png(run)).decode()
     lines = [
         f"# {run.report['job']} ({run.kind})",
@@ -65,8 +75,10 @@ def artifact_markdown(run: Run, html_path: Path | None) -> str:
         f"![main chart](data:image/png;base64,{image})",
     ]
     if html_path is not None:
-        lines += ["", f"Full report: `{html_path}` (`tablebatch report {run.output.path} --open`)"]
-    return "\n".join(lines) + "\n"
-
-
-__all__ = ["artifact_markdown", "figures_html", "main_chart_png", "note", "render", "write_html"]
+        lines += [
+            "",
+            f"The whole report: `{html_path}` (`tablebatch report {run.output.path} --open`)",
+        ]
+    headline = kind.figures(run.report)[:3] or header_figures(run.report)[:3]
+    description = " · ".join(f"{f.label} {f.value}" for f in headline)
+    return "\n".join(lines) + "\n", description

@@ -140,7 +140,9 @@ def interval_points(data: list[dict[str, Any]], x: str, lo: str, hi: str, y: str
         x2=f"{hi}:Q",
     )
     point = base.mark_point(filled=True, size=80).encode(
-        x=f"{x}:Q", color=alt.Color(f"{y}:N", legend=None), tooltip=[f"{y}:N", f"{x}:Q", f"{lo}:Q", f"{hi}:Q"]
+        x=f"{x}:Q",
+        color=alt.Color(f"{y}:N", legend=None),
+        tooltip=[f"{y}:N", f"{x}:Q", f"{lo}:Q", f"{hi}:Q"],
     )
     return alt.layer(rule, point).properties(width=WIDTH, height=40 * max(len(data), 2))
 
@@ -153,7 +155,11 @@ def scatter(data: list[dict[str, Any]], x: str, y: str, *, title_x: str, title_y
 
 
 def binned(
-    groups: dict[str, Any], *, title: str, bins: int = 20, value_range: tuple[float, float] | None = None
+    groups: dict[str, Any],
+    *,
+    title: str,
+    bins: int = 20,
+    value_range: tuple[float, float] | None = None,
 ) -> alt.Chart:
     """A histogram of numbers counted here (NumPy), one colour per group: every row is
     counted, and the chart holds only the bins, however many rows there are."""

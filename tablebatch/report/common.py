@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tablebatch.report import charts
-from tablebatch.report.page import Figure, Section, count, note, table_html, row
+from tablebatch.report.page import Figure, Section, count, note, row, table_html
 from tablebatch.report.run import Run
 from tablebatch.report.table import sample_indices
 
@@ -35,8 +35,12 @@ def header_figures(report: dict[str, Any]) -> list[Figure]:
     figures = [
         Figure("input_rows", "input rows", count(report.get("input_rows"))),
         Figure("output_rows", "output rows", count(report.get("output_rows"))),
-        Figure("completed", "completed", count(report.get("rows_by_status", {}).get("completed", 0))),
-        Figure("requests", "requests in batches", count(sum(b.get("requests", 0) for b in batches))),
+        Figure(
+            "completed", "completed", count(report.get("rows_by_status", {}).get("completed", 0))
+        ),
+        Figure(
+            "requests", "requests in batches", count(sum(b.get("requests", 0) for b in batches))
+        ),
         Figure("batches", "batches", count(len(batches))),
         Figure("prompt_tokens", "prompt tokens", count(tokens.get("prompt"))),
         Figure("completion_tokens", "completion tokens", count(tokens.get("completion"))),
@@ -69,10 +73,10 @@ def _tokens_chart(run: Run) -> str:
         [("prompt_tokens", "sum"), ("completion_tokens", "sum"), ("attempts", "count")]
     )
     data = []
-    for row in grouped.to_pylist():
-        attempt = "not sent" if row["attempts"] == 0 else f"attempt {row['attempts']}"
+    for group in grouped.to_pylist():
+        attempt = "not sent" if group["attempts"] == 0 else f"attempt {group['attempts']}"
         for part in ("prompt", "completion"):
-            value = row.get(f"{part}_tokens_sum") or 0
+            value = group.get(f"{part}_tokens_sum") or 0
             data.append({"attempt": attempt, "tokens": value, "part": part})
     chart = charts.bars(data, "attempt", "tokens", color="part", title_x="rows answered on")
     return charts.figure(chart, "tokens", "Tokens per attempt")
@@ -111,7 +115,7 @@ def sample_rows(run: Run, extra: tuple[str, ...]) -> str:
 
 def _table(rows: pa.Table, key: str) -> str:
     columns = rows.column_names
-    values = [[row[c] for c in columns] for row in rows.to_pylist()]
+    values = [[r[c] for c in columns] for r in rows.to_pylist()]
     return table_html(columns, values, key=key)
 
 
@@ -126,7 +130,9 @@ def common_sections(run: Run, extra: tuple[str, ...]) -> tuple[Section, list[Sec
     )
     tail = [
         Section("tokens", "Tokens", [], [row(_tokens_chart(run))]),
-        Section("failed", f"Rows that did not complete (first {FAILED_ROWS})", [], [failed_rows(run)]),
+        Section(
+            "failed", f"Rows that did not complete (first {FAILED_ROWS})", [], [failed_rows(run)]
+        ),
         Section("sample", "A sample of rows", [], [sample_rows(run, extra)]),
     ]
     return status, tail

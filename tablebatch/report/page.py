@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CSS = """
-body{font-family:'DejaVu Sans','Liberation Sans',system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}
+body{font-family:'DejaVu Sans','Liberation Sans',system-ui,sans-serif;margin:0;color:#1b1f24;
+background:#f6f7f9}
 header{background:#1f3a5f;color:#fff;padding:18px 28px}
 header h1{margin:0 0 4px;font-size:22px} header p{margin:0;opacity:.85}
 main{padding:8px 28px 40px;max-width:1200px}

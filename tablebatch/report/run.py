@@ -53,6 +53,7 @@ def columns_of(config: Any) -> dict[str, Any]:
         "inputs": list(dict.fromkeys(c for c in inputs if c)),
         "gold": output_name(config.gold_column),
         "reference": output_name(config.reference_column),
+        "invalid_label": config.invalid_label if config.kind == "classification" else None,
     }
 
 

@@ -61,8 +61,8 @@ class OutputTable:
         with open(path, newline="", encoding="utf-8") as handle:
             names = next(csv.reader(handle), [])
         table = cls(path, names, 0, _csv=True)
-        table.num_rows = num_rows if num_rows is not None else sum(
-            b.num_rows for b in table.batches(names[:1])
+        table.num_rows = (
+            num_rows if num_rows is not None else sum(b.num_rows for b in table.batches(names[:1]))
         )
         return table
 
@@ -70,16 +70,28 @@ class OutputTable:
         """Whether every one of these columns is in the table."""
         return all(n in self.names for n in names)
 
-    def batches(self, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        """The table a batch of rows at a time, with only ``columns`` (those it has)."""
+    def batches(
+        self, columns: Sequence[str], row_groups: Sequence[int] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The table a batch of rows at a time, with only ``columns`` (those it has); of a
+        Parquet file, only ``row_groups`` when given."""
         wanted = [c for c in dict.fromkeys(columns) if c in self.names]
         if self._csv:
             options = _csv_options(wanted, self.names)
             yield from pacsv.open_csv(self.path, convert_options=options)
         else:
-            yield from pq.ParquetFile(self.path).iter_batches(
-                batch_size=BATCH_ROWS, columns=wanted
-            )
+            parquet = pq.ParquetFile(self.path)
+            groups = range(parquet.num_row_groups) if row_groups is None else row_groups
+            for group in groups:  # a row group at a time: its buffers are freed before the next
+                yield from parquet.read_row_group(group, columns=wanted).to_batches(BATCH_ROWS)
+
+    def _group_starts(self) -> list[int]:
+        """The first row of each Parquet row group, and the row count at the end."""
+        meta = pq.ParquetFile(self.path).metadata
+        starts = [0]
+        for group in range(meta.num_row_groups):
+            starts.append(starts[-1] + meta.row_group(group).num_rows)
+        return starts
 
     def read(self, columns: Sequence[str]) -> pa.Table:
         """The whole of some columns (keep them few and small: numbers, short labels)."""
@@ -88,22 +100,45 @@ class OutputTable:
             return pq.read_table(self.path, columns=wanted)
         batches = list(self.batches(wanted))
         if not batches:
-            return pa.table({c: pa.array([], TYPES.get(c, pa.string())) for c in wanted})
+            return _concat([], wanted, self.names)
         return pa.Table.from_batches(batches)
 
     def take(self, indices: Sequence[int], columns: Sequence[str]) -> pa.Table:
-        """The rows at these (sorted) positions, with only ``columns``."""
-        order = pa.array(sorted(indices), pa.int64())
+        """The rows at these positions (in order), with only ``columns``; of a Parquet file
+        only the row groups that hold them are read."""
+        order = np.unique(np.asarray(indices, dtype=np.int64))
         parts: list[pa.Table] = []
-        start = 0
-        for batch in self.batches(columns):
-            end = start + batch.num_rows
-            lo, hi = _span(order, start, end)
-            if hi > lo:
-                local = pc.subtract(order.slice(lo, hi - lo), start)
-                parts.append(pa.Table.from_batches([batch.take(local)]))
-            start = end
+        if self._csv:
+            pieces = [(0, self.batches(columns))]
+        else:
+            starts = self._group_starts()
+            groups = np.unique(np.searchsorted(starts, order, side="right") - 1)
+            pieces = [(starts[g], self.batches(columns, [int(g)])) for g in groups]
+        for start, batches in pieces:
+            for batch in batches:
+                end = start + batch.num_rows
+                lo, hi = np.searchsorted(order, start), np.searchsorted(order, end)
+                if hi > lo:
+                    local = pa.array(order[lo:hi] - start)
+                    parts.append(pa.Table.from_batches([batch]).take(local))
+                start = end
         return _concat(parts, columns, self.names)
+
+    def positions(
+        self, where: Callable[[pa.RecordBatch], pa.Array], needs: Sequence[str], limit: int
+    ) -> tuple[list[int], int]:
+        """The positions of the first ``limit`` rows for which ``where`` (of a batch with
+        the ``needs`` columns) is true, and how many rows it is true for in all."""
+        found: list[int] = []
+        total = 0
+        start = 0
+        for batch in self.batches(needs):
+            hits = pc.indices_nonzero(pc.fill_null(where(batch), False)).to_numpy()
+            total += int(hits.size)
+            if len(found) < limit:
+                found.extend(int(h) + start for h in hits[: limit - len(found)])
+            start += batch.num_rows
+        return found, total
 
     def first_where(
         self,
@@ -112,25 +147,10 @@ class OutputTable:
         columns: Sequence[str],
         limit: int,
     ) -> pa.Table:
-        """The first ``limit`` rows (in order) for which ``where`` of a batch with the
-        ``needs`` columns is true; with ``columns``."""
-        parts: list[pa.Table] = []
-        found = 0
-        for batch in self.batches([*needs, *columns]):
-            keep = pc.fill_null(where(batch), False)
-            rows = pa.Table.from_batches([batch]).filter(keep)
-            if rows.num_rows:
-                parts.append(rows.slice(0, limit - found))
-                found += min(rows.num_rows, limit - found)
-            if found >= limit:
-                break
-        return _concat(parts, columns, self.names)
-
-
-def _span(order: pa.Array, start: int, end: int) -> tuple[int, int]:
-    """The positions in sorted ``order`` of the values in [start, end)."""
-    values = order.to_numpy(zero_copy_only=False)
-    return int(np.searchsorted(values, start)), int(np.searchsorted(values, end))
+        """The first ``limit`` rows (in order) for which ``where`` is true, with ``columns``:
+        only the ``needs`` columns are read for every row."""
+        found, _ = self.positions(where, needs, limit)
+        return self.take(found, columns)
 
 
 def _concat(parts: list[pa.Table], columns: Sequence[str], names: list[str]) -> pa.Table:

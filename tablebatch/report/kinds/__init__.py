@@ -15,7 +15,7 @@ from typing import Any
 
 import altair as alt
 
-from tablebatch.report.page import Figure, Section, row
+from tablebatch.report.page import Figure, Section
 from tablebatch.report.run import Run
 
 

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from tablebatch.report import charts
 from tablebatch.report.common import FAILED_ROWS
 from tablebatch.report.kinds import KindReport, register
-from tablebatch.report.page import Figure, Section, count, note, pct, table_html, row
+from tablebatch.report.page import Figure, Section, count, note, pct, row, table_html
 from tablebatch.report.run import Run
 
 
@@ -25,7 +25,9 @@ def figures(report: dict[str, Any]) -> list[Figure]:
         Figure("accuracy", "accuracy", pct(gold["accuracy"])),
         Figure("macro_f1", "macro-F1", pct(gold["macro_f1"])),
         Figure("invalid_answers", "invalid answers", count(gold["invalid_answers"])),
-        Figure("scored_rows", f"rows scored against {gold['gold_column']}", count(gold["scored_rows"])),
+        Figure(
+            "scored_rows", f"rows scored against {gold['gold_column']}", count(gold["scored_rows"])
+        ),
     ]
 
 
@@ -36,7 +38,9 @@ def confusion_chart(run: Run) -> alt.TopLevelMixin | None:
         return None
     matrix = gold["confusion_matrix"]
     data = [
-        {"gold": g, "answer": a, "rows": n} for g, row in matrix["rows"].items() for a, n in row.items()
+        {"gold": g, "answer": a, "rows": n}
+        for g, row in matrix["rows"].items()
+        for a, n in row.items()
     ]
     return charts.heatmap(
         data,
@@ -57,7 +61,13 @@ def _per_label_chart(gold: dict[str, Any]) -> alt.TopLevelMixin:
         for metric in ("precision", "recall", "f1")
     ]
     return charts.bars(
-        data, "label", "value", color="metric", title_y="", sort=list(gold["per_label"]), domain=(0, 1)
+        data,
+        "label",
+        "value",
+        color="metric",
+        title_y="",
+        sort=list(gold["per_label"]),
+        domain=(0, 1),
     )
 
 
@@ -67,7 +77,9 @@ def _distribution_chart(report: dict[str, Any]) -> tuple[alt.TopLevelMixin, str]
         data = [{"label": k, "rows": v, "of": "answers"} for k, v in report["labels"].items()]
         return charts.bars(data, "label", "rows", color="of"), "all answered rows"
     matrix = gold["confusion_matrix"]
-    data = [{"label": g, "rows": sum(row.values()), "of": "gold"} for g, row in matrix["rows"].items()]
+    data = [
+        {"label": g, "rows": sum(row.values()), "of": "gold"} for g, row in matrix["rows"].items()
+    ]
     data += [
         {"label": a, "rows": sum(row[a] for row in matrix["rows"].values()), "of": "answers"}
         for a in matrix["labels"]
@@ -77,8 +89,9 @@ def _distribution_chart(report: dict[str, Any]) -> tuple[alt.TopLevelMixin, str]
 
 
 def _invalid_rows(run: Run) -> str:
-    invalid = run.columns.get("invalid_label") or (
-        (run.report.get("gold") or {}).get("confusion_matrix", {}).get("labels", [None])[-1]
+    invalid = (
+        run.columns.get("invalid_label")
+        or ((run.report.get("gold") or {}).get("confusion_matrix", {}).get("labels", [None])[-1])
     )
     if not invalid or not run.output.has("label"):
         return ""
@@ -103,7 +116,9 @@ def sections(run: Run) -> list[Section]:
             charts.figure(confusion, "confusion", "Confusion matrix", "rows: gold; columns: answer")
         )
         blocks.append(
-            charts.figure(_per_label_chart(report["gold"]), "per_label", "Per-label precision, recall, F1")
+            charts.figure(
+                _per_label_chart(report["gold"]), "per_label", "Per-label precision, recall, F1"
+            )
         )
     distribution, over = _distribution_chart(report)
     blocks.append(charts.figure(distribution, "distribution", "Labels: answers vs gold", over))
@@ -123,7 +138,9 @@ def deltas(runs: Sequence[Run]) -> list[Section]:
     rows = []
     for label in labels:
         f1 = [g["per_label"].get(label, {}).get("f1") for g in golds]
-        diff = [None if f is None or f1[0] is None else f"{100 * (f - f1[0]):+.1f} pts" for f in f1[1:]]
+        diff = [
+            None if f is None or f1[0] is None else f"{100 * (f - f1[0]):+.1f} pts" for f in f1[1:]
+        ]
         rows.append([label, *[pct(f) for f in f1], *diff])
     data = [
         {"label": label, "run": r.name, "f1": g["per_label"].get(label, {}).get("f1", 0)}
@@ -136,8 +153,10 @@ def deltas(runs: Sequence[Run]) -> list[Section]:
             "deltas",
             "Per-label F1",
             [],
-            [row(charts.figure(chart, "deltas", "F1 per label and run")),
-             table_html(columns, rows, key="deltas")],
+            [
+                row(charts.figure(chart, "deltas", "F1 per label and run")),
+                table_html(columns, rows, key="deltas"),
+            ],
         )
     ]
 

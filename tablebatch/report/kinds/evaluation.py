@@ -13,7 +13,7 @@ import numpy as np
 from tablebatch.report import charts
 from tablebatch.report.common import FAILED_ROWS
 from tablebatch.report.kinds import KindReport, register
-from tablebatch.report.page import Figure, Section, count, note, num, pct, table_html, row
+from tablebatch.report.page import Figure, Section, note, num, pct, row, table_html
 from tablebatch.report.run import Run
 
 Z95 = 1.959964
@@ -74,7 +74,9 @@ def _agreement(scores: dict[str, np.ndarray]) -> alt.TopLevelMixin | None:
             both = ~(np.isnan(scores[a]) | np.isnan(scores[b]))
             same = (scores[a][both] >= 1) == (scores[b][both] >= 1)
             data.append({"a": a, "b": b, "agree": float(same.mean()) if both.any() else 0.0})
-    return charts.heatmap(data, "b", "a", "agree", title_x="", title_y="", order_x=models, order_y=models, fmt=".0%")
+    return charts.heatmap(
+        data, "b", "a", "agree", title_x="", title_y="", order_x=models, order_y=models, fmt=".0%"
+    )
 
 
 def _all_failed(run: Run, scores: dict[str, np.ndarray]) -> str:
@@ -91,7 +93,15 @@ def _all_failed(run: Run, scores: dict[str, np.ndarray]) -> str:
     k = len(models)
     first = items[:FAILED_ROWS]
     positions = [int(i) * k + j for i in first for j in range(k)]
-    shown = [c for c in (run.columns.get("id"), *run.columns.get("inputs", [])[:1], run.columns.get("reference")) if c]
+    shown = [
+        c
+        for c in (
+            run.columns.get("id"),
+            *run.columns.get("inputs", [])[:1],
+            run.columns.get("reference"),
+        )
+        if c
+    ]
     rows = run.output.take(positions, [*shown, "model", "answer"]).to_pylist()
     table_rows = []
     for n in range(len(first)):
@@ -108,11 +118,20 @@ def sections(run: Run) -> list[Section]:
     blocks = []
     ci = ci_chart(run)
     if ci is not None:
-        blocks.append(charts.figure(ci, "scores", "Mean score per model", "with 95% confidence intervals"))
+        blocks.append(
+            charts.figure(ci, "scores", "Mean score per model", "with 95% confidence intervals")
+        )
     scores = _scores(run) if run.output.has("model", "score") else {}
     agreement = _agreement(scores)
     if agreement is not None:
-        blocks.append(charts.figure(agreement, "agreement", "Agreement between models", "share of items both pass or both fail"))
+        blocks.append(
+            charts.figure(
+                agreement,
+                "agreement",
+                "Agreement between models",
+                "share of items both pass or both fail",
+            )
+        )
     body = [row(*blocks), "<h3>Items every model failed</h3>", _all_failed(run, scores)]
     return [Section("evaluation", f"Scores ({scoring})", figures(run.report), body)]
 
@@ -124,9 +143,15 @@ def deltas(runs: Sequence[Run]) -> list[Section]:
     rows = []
     for model in models:
         values = [r.report.get("per_model", {}).get(model, {}).get("mean_score") for r in runs]
-        diff = [None if v is None or values[0] is None else f"{v - values[0]:+.3f}" for v in values[1:]]
+        diff = [
+            None if v is None or values[0] is None else f"{v - values[0]:+.3f}" for v in values[1:]
+        ]
         rows.append([model, *[num(v) for v in values], *diff])
-    return [Section("deltas", "Mean score per model and run", [], [table_html(columns, rows, key="deltas")])]
+    return [
+        Section(
+            "deltas", "Mean score per model and run", [], [table_html(columns, rows, key="deltas")]
+        )
+    ]
 
 
 register(

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from tablebatch.report import charts
 from tablebatch.report.kinds import KindReport, register
-from tablebatch.report.page import Figure, Section, count, note, num, table_html, row
+from tablebatch.report.page import Figure, Section, count, note, num, row, table_html
 from tablebatch.report.run import Run
 from tablebatch.report.table import sample_indices
 
@@ -29,7 +29,13 @@ def figures(report: dict[str, Any]) -> list[Figure]:
         Figure("mean_words", "mean words", num(lengths.get("mean_words"), 1)),
     ]
     for name in ROUGE if report.get("rouge") else ():
-        out.append(Figure(name, f"mean {name.upper().replace('ROUGEL', 'ROUGE-L')}", num(report["rouge"][name])))
+        out.append(
+            Figure(
+                name,
+                f"mean {name.upper().replace('ROUGEL', 'ROUGE-L')}",
+                num(report["rouge"][name]),
+            )
+        )
     return out
 
 
@@ -72,8 +78,18 @@ def _scatter(run: Run) -> str:
         {"reference words": int(r), "summary words": int(s)}
         for s, r in zip(words["summary"][keep], words["reference"][keep], strict=True)
     ]
-    chart = charts.scatter(data, "reference words", "summary words", title_x="reference (words)", title_y="summary (words)")
-    sampled = f"a sample of {len(picked):,} of {run.output.num_rows:,} rows" if len(picked) < run.output.num_rows else ""
+    chart = charts.scatter(
+        data,
+        "reference words",
+        "summary words",
+        title_x="reference (words)",
+        title_y="summary (words)",
+    )
+    sampled = (
+        f"a sample of {len(picked):,} of {run.output.num_rows:,} rows"
+        if len(picked) < run.output.num_rows
+        else ""
+    )
     return charts.figure(chart, "length_scatter", "Summary vs reference length", sampled)
 
 
@@ -89,7 +105,9 @@ def sections(run: Run) -> list[Section]:
     if rouge is not None:
         blocks.append(charts.figure(rouge, "rouge", "ROUGE distributions", "every scored row"))
     lengths = _lengths(run)
-    blocks.append(charts.figure(charts.binned(lengths, title="words"), "lengths", "Lengths", "every row"))
+    blocks.append(
+        charts.figure(charts.binned(lengths, title="words"), "lengths", "Lengths", "every row")
+    )
     blocks.append(_scatter(run))
     body = [row(*blocks)]
     if not run.report.get("rouge"):
@@ -110,7 +128,9 @@ def deltas(runs: Sequence[Run]) -> list[Section]:
     rows = []
     for key, label in metrics:
         values = [value(r, key) for r in runs]
-        diff = [None if v is None or values[0] is None else f"{v - values[0]:+.3f}" for v in values[1:]]
+        diff = [
+            None if v is None or values[0] is None else f"{v - values[0]:+.3f}" for v in values[1:]
+        ]
         rows.append([label, *[num(v) for v in values], *diff])
     return [Section("deltas", "Metrics per run", [], [table_html(columns, rows, key="deltas")])]
 
