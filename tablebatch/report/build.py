@@ -63,22 +63,20 @@ def artifact(run: Run, html_path: Path | None) -> tuple[str, str]:
     page renders the markdown, a PNG given as a data URI included. So the description holds
     the headline figures and the markdown the figures and the main chart."""
     kind = kind_report(run.kind)
-    figures = [*header_figures(run.report), *kind.figures(run.report)]
+    figures = [*kind.figures(run.report), *header_figures(run.report)]
     image = base64.b64encode(main_chart_png(run)).decode()
     lines = [
         f"# {run.report['job']} ({run.kind})",
         "",
-        "| " + " | ".join(f.label for f in figures) + " |",
-        "|" + "---|" * len(figures),
-        "| " + " | ".join(f.value for f in figures) + " |",
-        "",
         f"![main chart](data:image/png;base64,{image})",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        *[f"| {f.label} | {f.value} |" for f in figures],
     ]
     if html_path is not None:
-        lines += [
-            "",
-            f"The whole report: `{html_path}` (`tablebatch report {run.output.path} --open`)",
-        ]
+        again = f"tablebatch report {run.output.path} --open"
+        lines += ["", f"The whole report: `{html_path}`", "", f"Open it: `{again}`"]
     headline = kind.figures(run.report)[:3] or header_figures(run.report)[:3]
     description = " · ".join(f"{f.label} {f.value}" for f in headline)
     return "\n".join(lines) + "\n", description

@@ -87,6 +87,8 @@ class Run:
         """The run whose output table is at ``output`` (its report JSON beside it)."""
         output = str(output)
         json_path = Path(output + ".report.json")
+        if not Path(output).exists():
+            raise ReportInputError(f"{output}: no such output table; run the job first")
         if not json_path.exists():
             raise ReportInputError(
                 f"{json_path}: no report JSON beside the output; a report is built from the "

@@ -59,13 +59,17 @@ def register(kind: KindReport) -> KindReport:
     return kind
 
 
+_loaded: list[bool] = []
+
+
 def _load() -> None:
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
+    _loaded.append(True)
 
 
 def kind_report(name: str) -> KindReport:
     """The report of a kind (the parts every kind has, for a kind with no module)."""
-    if not KINDS:
+    if not _loaded:  # every module, even when one was imported by itself before
         _load()
     return KINDS.get(name) or KindReport(name, lambda report: [], lambda run: [])

@@ -1,0 +1,210 @@
+"""The HTML reports of real runs of the sample jobs, opened in headless Chromium: the charts
+are drawn (non-zero size), the figures on the page are the report JSON's, and the page asks
+the network for nothing. Also the compare page, `tablebatch report` rebuilding a page, and
+the charts artifact."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import main
+from flows.job import batch_job
+from tests.browser import chromium
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ("review-sentiment", "article-summaries", "quiz-eval")
+NEUTRAL = 'prompt.template="Is this review positive, negative or neutral?\\n\\n{text}"'
+CHARTS = {
+    "classification": {"status", "confusion", "per_label", "distribution", "tokens"},
+    "summarization": {"status", "rouge", "lengths", "length_scatter", "tokens"},
+    "evaluation": {"status", "scores", "agreement", "tokens"},
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The three sample jobs run on a copy of the project, and review-sentiment once more
+    with a prompt that offers a third answer (so that some answers change)."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "pyproject.toml").write_text("")
+    for name in ("configs", "data"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("output"))
+    reports = {name: batch_job(str(root / "configs" / f"{name}.yaml")) for name in CONFIGS}
+    neutral = "output.path=data/output/review-sentiment-neutral.parquet"
+    reports["neutral"] = batch_job(
+        str(root / "configs/review-sentiment.yaml"), settings=[NEUTRAL, neutral]
+    )
+    return {"root": root, "reports": reports}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as new_page:
+        yield new_page
+
+
+def _expected_figures(report: dict[str, Any]) -> dict[str, str]:
+    """What the page must show for the report, formatted here (not by the page's code)."""
+    tokens = report["tokens"]
+    out = {
+        "input_rows": f"{report['input_rows']:,}",
+        "output_rows": f"{report['output_rows']:,}",
+        "completed": f"{report['rows_by_status'].get('completed', 0):,}",
+        "requests": f"{sum(b['requests'] for b in report['batches']):,}",
+        "batches": f"{len(report['batches']):,}",
+        "prompt_tokens": f"{tokens['prompt']:,}",
+        "completion_tokens": f"{tokens['completion']:,}",
+        "duration": f"{report['timings']['total']:.1f} s",
+    }
+    if report.get("gold"):
+        gold = report["gold"]
+        out |= {
+            "accuracy": f"{100 * gold['accuracy']:.1f}%",
+            "macro_f1": f"{100 * gold['macro_f1']:.1f}%",
+            "invalid_answers": str(gold["invalid_answers"]),
+            "scored_rows": str(gold["scored_rows"]),
+        }
+    if report.get("rouge"):
+        out |= {k: f"{v:.3f}" for k, v in report["rouge"].items()}
+        out["mean_words"] = f"{report['summary_lengths']['mean_words']:.1f}"
+    for model, m in report.get("per_model", {}).items():
+        out[f"mean_score:{model}"] = f"{m['mean_score']:.3f}"
+        out[f"pass_rate:{model}"] = f"{100 * m['pass_rate']:.1f}%"
+    return out
+
+
+FIGURES_JS = """Object.fromEntries([...document.querySelectorAll('[data-figure]')].map(
+  e => [e.dataset.figure, (e.querySelector('.value') || e).textContent.trim()]))"""
+CHARTS_JS = """Object.fromEntries([...document.querySelectorAll('figure.chart')].map(f => {
+  const r = f.querySelector('svg').getBoundingClientRect();
+  return [f.dataset.chart, [r.width, r.height]] }))"""
+
+
+def _open(page: Any, path: Path, shot: Path) -> dict[str, Any]:
+    page.events.clear()
+    page.goto(path.as_uri())
+    figures = page.evaluate(FIGURES_JS)
+    charts = page.evaluate(CHARTS_JS)
+    page.screenshot(shot)
+    return {"figures": figures, "charts": charts, "requests": page.requests()}
+
+
+def _offline(requests: list[str], path: Path) -> None:
+    """The only request a page makes is for itself."""
+    assert requests, "no request was recorded at all: the recording is broken"
+    assert set(requests) == {path.as_uri()}, requests
+    text = path.read_text(encoding="utf-8")
+    assert "<script" not in text and "<link" not in text and "http://" not in text.split("<svg")[0]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_each_kind_report_renders_in_chromium(runs, browser, tmp_path, name) -> None:
+    report = runs["reports"][name]
+    html = Path(report["output"] + ".report.html")
+    shown = _open(browser(), html, tmp_path / f"{name}.png")
+
+    assert (tmp_path / f"{name}.png").stat().st_size > 20_000  # a screenshot of a real page
+    assert CHARTS[report["kind"]] <= set(shown["charts"]), shown["charts"]
+    for key, (width, height) in shown["charts"].items():
+        assert width > 50 and height > 50, (key, width, height)
+    expected = _expected_figures(report)
+    assert {k: shown["figures"].get(k) for k in expected} == expected
+    _offline(shown["requests"], html)
+
+
+def test_the_confusion_matrix_shows_the_reports_counts(runs, browser) -> None:
+    report = runs["reports"]["neutral"]
+    page = browser()
+    page.goto(Path(report["output"] + ".report.html").as_uri())
+    texts = page.evaluate(
+        "[...document.querySelectorAll('[data-chart=confusion] svg text')].map(t => t.textContent)"
+    )
+    matrix = report["gold"]["confusion_matrix"]
+    assert matrix["labels"][-1] == "INVALID" and "INVALID" in texts  # the invalid column
+    cells = [str(n) for row in matrix["rows"].values() for n in row.values()]
+    numbers = [t for t in texts if t.isdigit()]
+    assert sorted(numbers[-len(cells) :]) == sorted(cells)  # the cells, after the axis ticks
+    assert report["gold"]["invalid_answers"] >= 1
+    invalid_rows = page.evaluate(
+        "document.querySelectorAll('[data-table=invalid] tbody tr').length"
+    )
+    assert invalid_rows == report["gold"]["invalid_answers"]
+
+
+def test_the_compare_page_shows_both_runs_and_the_changed_rows(runs, browser, tmp_path) -> None:
+    root, reports = runs["root"], runs["reports"]
+    out = tmp_path / "compare.html"
+    first, second = reports["review-sentiment"], reports["neutral"]
+    assert main(["compare", first["output"], second["output"], "--out", str(out)]) == 0
+
+    page = browser()
+    shown = _open(page, out, tmp_path / "compare.png")
+    assert {"status", "deltas"} <= set(shown["charts"])
+    assert all(w > 50 and h > 50 for w, h in shown["charts"].values())
+    per_run = page.evaluate(
+        """Object.fromEntries([...document.querySelectorAll('[data-table=metrics] tr[data-run]')]
+        .map(r => [r.dataset.run, Object.fromEntries([...r.querySelectorAll('[data-figure]')]
+        .map(c => [c.dataset.figure, c.textContent])) ]))"""
+    )
+    assert set(per_run) == {"review-sentiment", "review-sentiment-neutral"}
+    for name, report in (("review-sentiment", first), ("review-sentiment-neutral", second)):
+        expected = _expected_figures(report)
+        assert {k: per_run[name].get(k) for k in expected} == expected
+
+    a = pq.read_table(first["output"], columns=["review_id", "label"]).to_pylist()
+    b = {r["review_id"]: r["label"] for r in pq.read_table(second["output"]).to_pylist()}
+    changed = [r["review_id"] for r in a if b[r["review_id"]] != r["label"]]
+    assert changed, "the neutral prompt changed no answer: the test shows nothing"
+    ids = page.evaluate(
+        "[...document.querySelectorAll('[data-table=changed] tbody tr')]"
+        ".map(r => r.cells[0].textContent)"
+    )
+    assert ids == changed
+    _offline(shown["requests"], out)
+    assert root.exists()
+
+
+def test_report_rebuilds_the_page_from_the_output_alone(runs, capsys) -> None:
+    root = runs["root"]
+    for name in CONFIGS:
+        report = runs["reports"][name]
+        html = Path(report["output"] + ".report.html")
+        written = html.read_bytes()
+        html.unlink()
+        assert main(["report", report["output"]]) == 0
+        assert html.read_bytes() == written
+        html.unlink()
+        assert main(["report", str(root / "configs" / f"{name}.yaml")]) == 0
+        assert html.read_bytes() == written
+    assert "report: " in capsys.readouterr().out
+    assert main(["report", str(root / "data/output/missing.parquet")]) == 2
+    assert "no such output table" in capsys.readouterr().err
+
+
+def test_the_run_has_a_charts_artifact_with_the_main_chart(runs) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+        charts = {a.key: a for a in artifact if a.key and a.key.endswith("-charts")}
+    assert {"review-sentiment-charts", "article-summaries-charts", "quiz-eval-charts"} <= set(
+        charts
+    )
+    for key, artifact in charts.items():
+        data = artifact.data
+        assert "](data:image/png;base64," in data, key
+        png = base64.b64decode(data.split("base64,")[1].split(")")[0])
+        assert png.startswith(b"\x89PNG") and len(png) > 5_000
+    report = runs["reports"]["neutral"]  # the latest review-sentiment run
+    description = charts["review-sentiment-charts"].description
+    assert f"accuracy {100 * report['gold']['accuracy']:.1f}%" in description
+    saved = orjson.loads(Path(report["output"] + ".report.json").read_bytes())
+    assert saved["columns"]["id"] == "review_id"

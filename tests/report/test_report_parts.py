@@ -1,0 +1,164 @@
+"""The report's parts without Prefect: reading output tables a few columns and rows at a time,
+the confidence intervals, the kind registry, and the pages of hand-made outputs."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from tablebatch.report.build import artifact, render, write_html
+from tablebatch.report.compare import render_compare
+from tablebatch.report.kinds import KINDS, kind_report
+from tablebatch.report.kinds.evaluation import interval
+from tablebatch.report.run import Run
+from tablebatch.report.table import OutputTable, ReportInputError, sample_indices
+
+
+def _rows(n: int) -> pa.Table:
+    status = ["failed" if i % 7 == 3 else "completed" for i in range(n)]
+    return pa.table(
+        {
+            "review_id": [f"r{i:05d}" for i in range(n)],
+            "text": [f"review number {i}" for i in range(n)],
+            "answer": [
+                None if s == "failed" else ("positive" if i % 2 else "meh")
+                for i, s in enumerate(status)
+            ],
+            "status": status,
+            "error": ["server error: boom" if s == "failed" else None for s in status],
+            "attempts": pa.array([3 if s == "failed" else 1 for s in status], pa.int32()),
+            "prompt_tokens": pa.array([10] * n, pa.int64()),
+            "completion_tokens": pa.array([0 if s == "failed" else 2 for s in status], pa.int64()),
+            "label": [
+                None if s == "failed" else ("positive" if i % 2 else "INVALID")
+                for i, s in enumerate(status)
+            ],
+        }
+    )
+
+
+def _report(table: pa.Table, output: Path) -> dict:
+    status = pc.value_counts(table["status"]).to_pylist()
+    labels = pc.value_counts(table["label"].drop_null()).to_pylist()
+    return {
+        "job": "hand-made",
+        "kind": "classification",
+        "models": ["m"],
+        "output": str(output),
+        "input_rows": table.num_rows,
+        "output_rows": table.num_rows,
+        "rows_by_status": {c["values"]: c["counts"] for c in status},
+        "tokens": {"prompt": 10 * table.num_rows, "completion": 0},
+        "attempts": {"1": 1},
+        "batches": [{"requests": table.num_rows}],
+        "labels": {c["values"]: c["counts"] for c in labels},
+        "columns": {
+            "id": "review_id",
+            "inputs": ["text"],
+            "gold": None,
+            "reference": None,
+            "invalid_label": "INVALID",
+        },
+    }
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_an_output_is_read_a_few_columns_and_rows_at_a_time(tmp_path, suffix) -> None:
+    table = _rows(1000)
+    path = tmp_path / f"out{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(table, path, row_group_size=128)
+    else:
+        pacsv.write_csv(table, path)
+    out = OutputTable.open(path)
+    assert out.num_rows == 1000 and out.names == table.column_names
+    picked = [999, 0, 500, 129, 128, 127]
+    taken = out.take(picked, ["review_id", "attempts"])
+    assert taken.column_names == ["review_id", "attempts"]
+    assert taken["review_id"].to_pylist() == [f"r{i:05d}" for i in sorted(picked)]
+    assert taken.schema.field("attempts").type == pa.int32()  # CSV numbers read as the schema's
+    failed = out.first_where(
+        lambda b: pc.equal(b["status"], "failed"), ["status"], ["review_id", "error"], 5
+    )
+    assert failed["review_id"].to_pylist() == ["r00003", "r00010", "r00017", "r00024", "r00031"]
+    assert set(failed["error"].to_pylist()) == {"server error: boom"}
+    positions, total = out.positions(lambda b: pc.equal(b["status"], "failed"), ["status"], 2)
+    assert positions == [3, 10] and total == sum(1 for i in range(1000) if i % 7 == 3)
+    assert out.read(["prompt_tokens"]).num_rows == 1000
+
+
+def test_a_sample_is_the_same_every_time_and_spread() -> None:
+    first = sample_indices(1_000_000, 2000, seed=3)
+    assert first == sample_indices(1_000_000, 2000, seed=3)
+    assert len(set(first)) == 2000 and first == sorted(first)
+    assert first[0] < 10_000 and first[-1] > 990_000
+    assert sample_indices(5, 10) == [0, 1, 2, 3, 4]
+
+
+def test_confidence_intervals() -> None:
+    # Wilson's interval for 5 of 10, worked by hand: centre 0.5, half-width 0.2634
+    mean, lo, hi = interval(np.array([1.0] * 5 + [0.0] * 5))
+    assert (mean, round(lo, 4), round(hi, 4)) == (0.5, 0.2366, 0.7634)
+    mean, lo, hi = interval(np.ones(12))  # all passed: the interval still has a width
+    assert mean == 1.0 and hi == 1.0 and round(lo, 4) == 0.7575
+    mean, lo, hi = interval(np.array([0.2, 0.4, 0.6]))  # not 0/1: t-free normal interval
+    half = 1.959964 * 0.2 / math.sqrt(3)
+    assert math.isclose(lo, 0.4 - half) and math.isclose(hi, 0.4 + half)
+    assert all(math.isnan(x) for x in interval(np.array([])))
+
+
+def test_every_kind_has_a_module_and_an_unknown_kind_gets_the_common_parts(tmp_path) -> None:
+    kind_report("classification")
+    assert {"classification", "summarization", "evaluation"} <= set(KINDS)
+    table = _rows(40)
+    path = tmp_path / "out.parquet"
+    pq.write_table(table, path)
+    report = {**_report(table, path), "kind": "extraction"}
+    page = render(Run.of(report, path))
+    assert 'data-section="overview"' in page and 'data-section="sample"' in page
+    assert 'data-section="classification"' not in page
+
+
+def test_a_page_lists_the_failed_rows_and_the_invalid_answers(tmp_path) -> None:
+    table = _rows(2000)
+    path = tmp_path / "out.parquet"
+    pq.write_table(table, path, row_group_size=300)
+    report = _report(table, path)
+    html = write_html(report, path).read_text()
+    failed = re.search(r'<table data-table="failed">(.*?)</table>', html, re.S).group(1)
+    assert failed.count("<tr>") == 51  # the header and the first 50
+    assert "r00003" in failed and "server error: boom" in failed
+    assert f"{report['rows_by_status']['failed']:,} row(s) did not complete" in html
+    invalid = re.search(r'<table data-table="invalid">(.*?)</table>', html, re.S).group(1)
+    assert invalid.count("<tr>") == 51 and "r00000" in invalid and "r00001" not in invalid
+    assert "12 of 2,000 rows, drawn at random." in html
+    markdown, description = artifact(Run.of(report, path), None)
+    assert "](data:image/png;base64," in markdown and "positive" in description
+
+
+def test_compare_refuses_what_it_cannot_compare(tmp_path) -> None:
+    table = _rows(10)
+    path = tmp_path / "out.parquet"
+    pq.write_table(table, path)
+    report = _report(table, path)
+    run = Run.of(report, path)
+    with pytest.raises(ReportInputError, match="two runs or more"):
+        render_compare([run])
+    other = Run.of({**report, "kind": "summarization"}, path)
+    with pytest.raises(ReportInputError, match="compare runs of one kind"):
+        render_compare([run, other])
+    page = render_compare([Run.of(report, path), Run.of(report, path)])
+    assert "0 of 10 matched rows" in page  # a run against itself: nothing changed
+    with pytest.raises(ReportInputError, match="no report JSON"):
+        Run.load(path)
+    Path(str(path) + ".report.json").write_bytes(orjson.dumps(report))
+    assert Run.load(path).report == report
