@@ -251,8 +251,9 @@ def test_the_report_and_progress_are_prefect_artifacts(project) -> None:
     by_type: dict[str, list] = {}
     for artifact in artifacts:
         by_type.setdefault(artifact.type, []).append(artifact)
-    (markdown,) = by_type["markdown"]
-    assert markdown.key == "sentiment-report"
+    markdowns = {a.key: a for a in by_type["markdown"]}
+    assert set(markdowns) == {"sentiment-report", "sentiment-charts"}  # charts: issue 18
+    markdown = markdowns["sentiment-report"]
     assert "Accuracy 100.0%" in markdown.data and "| gold \\ answer |" in markdown.data
     (table,) = by_type["table"]
     assert "positive" in str(table.data)
