@@ -19,23 +19,22 @@ from typing import Any
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tablebatch.api.models import (
-    AddRequestsBody,
     Batch,
     BatchList,
     BatchRequestList,
     BatchResultList,
     BatchStatus,
     CreateBatchBody,
-    ErrorResponse,
     RequestStatus,
 )
 from tablebatch.server.backends import Backend, make_backend
-from tablebatch.server.dialects import DIALECTS, dialect_for, error_payload
+from tablebatch.server.dialects import DIALECTS, DOCS, dialect_for, error_payload
 from tablebatch.server.errors import (
     ApiError,
     AuthenticationFailed,
@@ -44,6 +43,7 @@ from tablebatch.server.errors import (
 )
 from tablebatch.server.faults import FaultInjector
 from tablebatch.server.idempotency import idempotent_post
+from tablebatch.server.openapi import CURSOR, allowed_methods, describe
 from tablebatch.server.settings import ServerSettings
 from tablebatch.server.store import Store, StoredBatch
 from tablebatch.server.validation import parse_add_requests
@@ -52,18 +52,6 @@ from tablebatch.server.worker import Worker
 log = logging.getLogger("tablebatch.server")
 
 JSON = "application/json"
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        400: "Malformed call",
-        401: "Missing or wrong API key",
-        404: "No such batch",
-        409: "Not allowed in the batch's status, a duplicate, or a reused idempotency key",
-        413: "Over a limit",
-        422: "Invalid parameters",
-        429: "Rate limited",
-    }.items()
-}
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
@@ -83,33 +71,6 @@ def _describe(errors: list[dict[str, Any]]) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) + "."
-
-
-def _inline_schema(model: type[Any]) -> dict[str, Any]:
-    """A model's JSON schema with its ``$defs`` inlined, for ``openapi_extra``."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    return resolve(schema)
-
-
-def _body_doc(model: type[Any]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {JSON: {"schema": _inline_schema(model)}},
-        }
-    }
 
 
 def create_app(
@@ -148,7 +109,6 @@ def create_app(
         f"{limits.page_default}, at most {limits.page_max}) and the `after` cursor "
         "(the id of the last item of the previous page).",
         lifespan=lifespan,
-        responses=ERRORS,
     )
     app.state.settings = settings
     app.state.store = store
@@ -201,7 +161,12 @@ def create_app(
             f"{limits.page_max}).",
         )
 
-    after_param = Query(None, description="Cursor: the id of the last item of the previous page.")
+    after_param = Query(
+        None,
+        description="Cursor: the id of the last item of the previous page (one that names no "
+        "item of the list is a 400).",
+        json_schema_extra=CURSOR,
+    )
     batch_id_param = Path(description="The batch's id.")
 
     # -- exception handlers ------------------------------------------------------
@@ -225,7 +190,10 @@ def create_app(
         }.get(exc.status_code, str(exc.detail))
         kind = kinds.get(exc.status_code, "http_error")
         body = error_payload(request.url.path, exc.status_code, kind, message)
-        return Response(orjson.dumps(body), exc.status_code, media_type=JSON)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not just one route's (RFC 9110)
+            headers["Allow"] = allowed_methods(app.router.routes, request.scope)
+        return Response(orjson.dumps(body), exc.status_code, headers, media_type=JSON)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -244,7 +212,6 @@ def create_app(
         "/v1/batches",
         response_model=Batch,
         summary="Create a batch",
-        openapi_extra=_body_doc(CreateBatchBody),
     )
     async def create_batch(request: Request, who: str = Depends(caller)) -> Response:
         def parse(raw: bytes) -> CreateBatchBody:
@@ -305,7 +272,6 @@ def create_app(
         "/v1/batches/{batch_id}/requests",
         response_model=Batch,
         summary="Add requests to a batch (all or none)",
-        openapi_extra=_body_doc(AddRequestsBody),
     )
     async def add_requests(
         request: Request, batch_id: str = batch_id_param, who: str = Depends(caller)
@@ -348,6 +314,19 @@ def create_app(
     for dialect in DIALECTS.values():
         app.include_router(dialect.router, prefix=dialect.prefix)
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, completed to say exactly what each route does."""
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = describe(schema, settings, DOCS)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if settings.faults.http_faults:
         app.add_middleware(FaultInjector, faults=settings.faults)
     return app

@@ -36,10 +36,11 @@ def body_problem(body: Any) -> str | None:
     for j, message in enumerate(messages):
         if not isinstance(message, dict):
             return f"body.messages[{j}] must be an object with role and content"
-        if message.get("role") not in ROLES:
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:  # a dict or list is not hashable
             return f"body.messages[{j}].role must be one of {', '.join(sorted(ROLES))}"
         content = message.get("content")
-        if content is None and message["role"] in NEEDS_CONTENT:
+        if content is None and role in NEEDS_CONTENT:
             return f"body.messages[{j}].content is missing"
         if content is not None and not isinstance(content, str | list):
             return f"body.messages[{j}].content must be a string or a list of parts"

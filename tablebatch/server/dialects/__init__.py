@@ -17,10 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tablebatch.server.dialects import anthropic, openai, xai
+from tablebatch.server.dialects import anthropic, anthropic_doc, openai, openai_doc, xai, xai_doc
 from tablebatch.server.dialects.common import Dialect
+from tablebatch.server.openapi import DialectDoc
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (openai.DIALECT, anthropic.DIALECT, xai.DIALECT)}
+# each dialect's entries in the OpenAPI document, by its prefix
+DOCS: dict[str, DialectDoc] = {
+    openai.DIALECT.prefix: openai_doc.DOC,
+    anthropic.DIALECT.prefix: anthropic_doc.DOC,
+    xai.DIALECT.prefix: xai_doc.DOC,
+}
 
 
 def dialect_for(path: str) -> Dialect | None:

@@ -47,6 +47,7 @@ from tablebatch.server.errors import (
     PayloadTooLarge,
 )
 from tablebatch.server.idempotency import idempotent_post
+from tablebatch.server.openapi import CURSOR
 from tablebatch.server.store import TERMINAL, StoredBatch
 
 NAME = "anthropic"
@@ -364,8 +365,12 @@ async def create_batch(request: Request, who: str = Depends(caller)) -> Response
 @router.get("/v1/messages/batches", summary="List Message Batches, newest first")
 def list_batches(
     request: Request,
-    before_id: str | None = Query(None, description="The page just newer than this batch."),
-    after_id: str | None = Query(None, description="The page just older than this batch."),
+    before_id: str | None = Query(
+        None, description="The page just newer than this batch.", json_schema_extra=CURSOR
+    ),
+    after_id: str | None = Query(
+        None, description="The page just older than this batch.", json_schema_extra=CURSOR
+    ),
     limit: int = Query(20, ge=1, le=1000, description="Batches per page (1 to 1000)."),
     who: str = Depends(caller),
 ) -> Response:

@@ -46,6 +46,7 @@ from tablebatch.server.errors import (
     PayloadTooLarge,
 )
 from tablebatch.server.idempotency import idempotent_post
+from tablebatch.server.openapi import CURSOR
 from tablebatch.server.store import StoredBatch, StoredFile
 
 NAME = "openai"
@@ -342,7 +343,9 @@ async def create_batch(request: Request, who: str = Depends(caller)) -> Response
 @router.get("/v1/batches", summary="List batches, newest first")
 def list_batches(
     request: Request,
-    after: str | None = Query(None, description="The id of the last batch of the last page."),
+    after: str | None = Query(
+        None, description="The id of the last batch of the last page.", json_schema_extra=CURSOR
+    ),
     limit: int = Query(20, ge=1, le=100, description="Batches per page (1 to 100)."),
     who: str = Depends(caller),
 ) -> Response:
