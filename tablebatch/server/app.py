@@ -192,7 +192,11 @@ def create_app(
         body = error_payload(request.url.path, exc.status_code, kind, message)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method of the path, not just one route's (RFC 9110)
-            headers["Allow"] = allowed_methods(app.router.routes, request.scope)
+            path, dialect = request.url.path, dialect_for(request.url.path)
+            routes = app.router.routes if dialect is None else dialect.router.routes
+            if dialect is not None:  # the dialect's routes are relative to its prefix
+                path = path.removeprefix(dialect.prefix)
+            headers["Allow"] = allowed_methods(routes, path)
         return Response(orjson.dumps(body), exc.status_code, headers, media_type=JSON)
 
     @app.exception_handler(Exception)

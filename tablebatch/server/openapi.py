@@ -14,7 +14,7 @@ The seed API's entries live here; each dialect's in ``dialects/<name>_doc.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,11 +316,13 @@ def describe(
     return schema
 
 
-def allowed_methods(routes: list[Any], scope: Mapping[str, Any]) -> str:
-    """The methods the routes answer at a request's path (the ``Allow`` of a 405)."""
+def allowed_methods(routes: Iterable[Any], path: str) -> str:
+    """The methods ``routes`` answer at ``path``: the ``Allow`` of a 405 (RFC 9110).
+    Every route counts, not just the first one that matched the path."""
     methods: set[str] = set()
+    scope = {"type": "http", "path": path, "root_path": "", "method": ""}
     for route in routes:
         match, _ = route.matches(scope)
-        if match is not Match.NONE and getattr(route, "methods", None):
-            methods |= route.methods
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
     return ", ".join(sorted(methods))

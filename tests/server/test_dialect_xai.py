@@ -166,7 +166,7 @@ def test_cancel_with_the_colon_path(server_factory) -> None:
     with httpx.Client(base_url=sdk_base_url(server.base_url, "xai"), headers=headers) as http:
         batch_id = http.post("/batches", json={"name": "stop"}).json()["batch_id"]
         add(http, batch_id, [item(f"r{i}") for i in range(3)]).raise_for_status()
-        assert http.get(f"/batches/{batch_id}:cancel").status_code == 404  # a POST only
+        assert http.get(f"/batches/{batch_id}:cancel").status_code == 405  # a POST only
         cancelled = http.post(f"/batches/{batch_id}:cancel")
         assert cancelled.status_code == 200 and cancelled.json()["cancel_time"]
         state = wait(http, batch_id)["state"]

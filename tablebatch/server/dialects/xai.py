@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from tablebatch.server.dialects.common import (
     Dialect,
@@ -55,6 +56,16 @@ ENDPOINT = "/v1/chat/completions"
 PAGE_DEFAULT = 100  # the proto's default page size
 
 router = APIRouter(tags=["xAI dialect"])
+
+
+class _BatchIdConvertor(StringConvertor):
+    """A batch id in a path has no ``:``, so ``/v1/batches/{id}:cancel`` is only the cancel
+    verb's URL (as in xAI's gRPC transcoding), not also that of a batch ``…:cancel``."""
+
+    regex = "[^/:]+"
+
+
+register_url_convertor("xai_batch_id", _BatchIdConvertor())
 
 GRPC_TEXT = {  # gRPC status → the text xAI's REST errors carry as "code"
     "invalid_argument": "Client specified an invalid argument",
@@ -309,7 +320,7 @@ def list_batches(
     return json_response(_page("batches", [batch_object(b) for b in batches], more, last))
 
 
-@router.get("/v1/batches/{batch_id}", summary="Get a batch")
+@router.get("/v1/batches/{batch_id:xai_batch_id}", summary="Get a batch")
 def get_batch(request: Request, batch_id: str, who: str = Depends(caller)) -> Response:
     """The batch and its ``state``; it is done when ``state.num_pending`` is 0."""
     return json_response(batch_object(server(request).store.get_batch(batch_id, NAME)))
