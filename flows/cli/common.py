@@ -62,4 +62,6 @@ def summary(report: dict[str, Any]) -> str:
         lines.append("  mean ROUGE-L " + f"{report['rouge']['rougeL'] or 0:.3f}")
     lines.append(f"  output: {report['output']}")
     lines.append(f"  report: {report['output']}.report.json")
+    if os.path.exists(f"{report['output']}.report.html"):
+        lines.append(f"  html:   {report['output']}.report.html")
     return "\n".join(lines)

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from tablebatch.report import charts
-from tablebatch.report.common import common_sections, header_figures, status_chart, when
+from tablebatch.report.common import (
+    common_sections,
+    header_figures,
+    shown_path,
+    status_chart,
+    when,
+)
 from tablebatch.report.kinds import kind_report
 from tablebatch.report.page import page
 from tablebatch.report.run import Run
@@ -19,7 +25,7 @@ from tablebatch.report.run import Run
 def subtitle(run: Run) -> str:
     """The line under the title: kind, models, when, output."""
     models = ", ".join(run.report.get("models", []))
-    return f"{run.kind} · {models} · {when(run)} · {run.output.path}"
+    return f"{run.kind} · {models} · {when(run)} · {shown_path(run.output.path)}"
 
 
 def render(run: Run) -> str:

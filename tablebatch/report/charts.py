@@ -123,12 +123,13 @@ def heatmap(
         color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues"), legend=None),
         tooltip=[f"{x}:N", f"{y}:N", f"{value}:Q"],
     )
-    text = base.mark_text(fontSize=12).encode(
+    text = base.mark_text(fontSize=14).encode(
         text=alt.Text(f"{value}:Q", format=fmt),
         color=alt.condition(f"datum.{value} > 0", alt.value("black"), alt.value("#999")),
     )
-    size = max(36 * max(len(order_x), 3), 160)
-    return alt.layer(cells, text).properties(width=size, height=36 * max(len(order_y), 2))
+    cell = 56
+    width = max(cell * len(order_x), 160)
+    return alt.layer(cells, text).properties(width=width, height=cell * max(len(order_y), 2))
 
 
 def interval_points(data: list[dict[str, Any]], x: str, lo: str, hi: str, y: str) -> alt.LayerChart:

@@ -19,6 +19,15 @@ FAILED_ROWS = 50
 SAMPLE_ROWS = 12
 
 
+def shown_path(path: str) -> str:
+    """A path as the page shows it: relative to the current folder when under it."""
+    absolute = Path(path).resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
 def when(run: Run) -> str:
     """When the run ended: the report's time, or the output file's."""
     stamp = run.report.get("finished_at")

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tablebatch.report import charts
-from tablebatch.report.common import header_figures, when
+from tablebatch.report.common import header_figures, shown_path, when
 from tablebatch.report.kinds import kind_report
 from tablebatch.report.page import Section, note, page, row, table_html
 from tablebatch.report.run import Run
@@ -136,7 +136,8 @@ def render_compare(runs: Sequence[Run]) -> str:
     matched, total, table = changed_rows(runs)
     answer = kind.answer
     listing = "".join(
-        f"<li>{html.escape(r.name)}: <code>{html.escape(r.output.path)}</code> ({when(r)})</li>"
+        f"<li>{html.escape(r.name)}: <code>{html.escape(shown_path(r.output.path))}</code> "
+        f"({when(r)})</li>"
         for r in runs
     )
     sections = [

@@ -63,6 +63,7 @@ def test_the_key_is_nowhere(project, server_factory, monkeypatch, caplog, tmp_pa
     output = tmp_path / "data/output/secret-scan.parquet"
     seen.append(json.dumps(pq.read_table(output).to_pylist()))
     seen.append((tmp_path / "data/output/secret-scan.parquet.report.json").read_text())
+    seen.append((tmp_path / "data/output/secret-scan.parquet.report.html").read_text())
     seen.append(output.read_bytes().decode("latin-1"))
     for text in seen:
         assert KEY not in text
