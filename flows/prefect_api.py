@@ -24,6 +24,7 @@ Run as ``python -m flows.prefect_api FD`` (FD: a listening socket it inherits).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,8 +32,9 @@ import threading
 import time
 from typing import IO
 
-READY_TIMEOUT_S = 60.0  # a first start migrates a new database: tens of seconds on 2 cores
-STOP_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 180.0  # a first start migrates a new database: up to a minute on 2 busy cores
+STOP_TIMEOUT_S = 10.0  # a server whose run is gone: its shutdown, at most
+FLUSH_TIMEOUT_S = 5.0  # the run's events and logs, sent before it stops the server
 CONFIGURED = "configured"
 SERVING = "serving"
 SERVER_ENV = {  # what Prefect's SubprocessASGIServer sets for its temporary server
@@ -148,7 +150,9 @@ class TemporaryPrefectApi:
         )
 
     def stop(self) -> None:
-        """Send the run's remaining events and logs, then stop the server."""
+        """Send the run's remaining events and logs, then ask the server to stop. The run
+        does not wait for it: it finishes its shutdown alone (its services write what
+        they hold), and it ends itself if the run is gone first."""
         process, self._process = self._process, None
         if process is None:
             return
@@ -156,11 +160,6 @@ class TemporaryPrefectApi:
             _flush_prefect()
         if process.poll() is None:
             process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def _flush_prefect() -> None:
@@ -169,16 +168,19 @@ def _flush_prefect() -> None:
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
 
-        EventsWorker.drain_all(timeout=STOP_TIMEOUT_S)
-        APILogWorker.drain_all(timeout=STOP_TIMEOUT_S)
+        EventsWorker.drain_all(timeout=FLUSH_TIMEOUT_S)
+        APILogWorker.drain_all(timeout=FLUSH_TIMEOUT_S)
     except Exception:  # a failed flush loses run history, never the run's results
         pass
 
 
 def _watch_parent(parent: int) -> None:
-    """End this server when the run that started it is gone, however it ended."""
+    """Stop this server when the run that started it is gone, however it ended: as on
+    SIGTERM (its services finish their work), and for good after ``STOP_TIMEOUT_S``."""
     while os.getppid() == parent:
-        time.sleep(0.5)
+        time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_TIMEOUT_S)
     os._exit(0)
 
 

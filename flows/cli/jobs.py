@@ -39,6 +39,7 @@ def _run(args: argparse.Namespace, api: Any) -> int:
         error(exc)
         return 2
     name, rows, path = checked.config.name, checked.table.num_rows, checked.path
+    local = checked.config.api is None or checked.config.api.is_local
     del checked  # the flow reads the table again: not two copies of it in memory
     import pyarrow as pa
 
@@ -62,6 +63,8 @@ def _run(args: argparse.Namespace, api: Any) -> int:
 
         filter_console(mode, display)
         no_tracebacks_for((JobError, BatchApiError))
+        if local:  # while the temporary API boots: the run's own Batch API server
+            import tablebatch.server  # noqa: F401
         if temporary:
             api.wait()
         report = batch_job(config=str(config_path), settings=args.set)
