@@ -195,7 +195,10 @@ def open_client(
     folder = root / ".tablebatch"
     folder.mkdir(exist_ok=True)
     key = secrets.token_urlsafe(24)  # the run's own server answers the run alone
-    settings = ServerSettings(db=str(folder / "server.db"), api_keys=[key], process=process)
+    backend = api.backend if api is not None and api.backend and process else "offline"
+    settings = ServerSettings(
+        db=str(folder / "server.db"), api_keys=[key], process=process, backend=backend
+    )
     with serve_in_thread(settings) as server:
         url = server.url if provider == "seed" else f"{server.base_url}/{provider}/v1"
         with open_batch_api(provider, url, key, **options) as client:

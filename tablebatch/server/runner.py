@@ -18,7 +18,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from tablebatch.server.app import create_app
-from tablebatch.server.backends import make_backend
 from tablebatch.server.settings import ServerSettings
 
 
@@ -96,15 +95,8 @@ def serve(
     access_log: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Run a server in the foreground until interrupted; ``on_ready`` gets its URL.
-
-    A long-lived server starts the offline backend's helper processes at once (a run's
-    own server, ``serve_in_thread``, starts them with its first large chunk, if ever)."""
-    backend = make_backend(settings)
-    start_helpers = getattr(backend, "start_helpers", None)
-    if start_helpers is not None and settings.process:
-        start_helpers()
-    app = create_app(settings, backend=backend)
+    """Run a server in the foreground until interrupted; ``on_ready`` gets its URL."""
+    app = create_app(settings)
     sock = _bind(host, port)
     url = _url(host, sock)
     config = uvicorn.Config(app, log_level="info", access_log=access_log, lifespan="on")

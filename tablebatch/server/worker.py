@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import orjson
@@ -30,6 +30,7 @@ log = logging.getLogger("tablebatch.server")
 
 IDLE_WAIT_S = 1.0
 IN_FLIGHT = 2  # chunks at the backend at once: one being answered, one queued
+CANCEL_CHECK_S = 0.2  # while a chunk is answered, how often a cancel of its batch is looked for
 PRUNE_EVERY_S = 600.0
 
 INJECTED_REQUEST_ERROR = {
@@ -187,9 +188,28 @@ class Worker:
         """Record the outcomes of the oldest ``count`` chunks in flight (None: all)."""
         while self._in_flight and (count is None or count > 0):
             chunk = self._in_flight[0]
+            self._await(chunk)
             self.store.record(chunk.batch_seq, self._collect(chunk))
             self._in_flight.popleft()
             count = None if count is None else count - 1
+
+    def _await(self, chunk: _Chunk) -> None:
+        """Wait for a chunk, and stop the chunks of its batch if it is cancelled meanwhile
+        (a model backend may take seconds over a chunk; its answers would be dropped)."""
+        future = chunk.future
+        if future is None or not getattr(self.backend, "stops_in_flight", False):
+            return
+        while not future.done():
+            done, _ = wait([future], timeout=CANCEL_CHECK_S)
+            if done:
+                return
+            if any(b.seq == chunk.batch_seq for b in self.store.cancelling_batches()):
+                self.store.finish_cancel(chunk.batch_seq)  # its pending rows: cancelled now
+                for other in self._in_flight:
+                    if other.batch_seq == chunk.batch_seq and other.future is not None:
+                        other.future.cancel()
+                log.info("batch %s cancelled; stopped its requests in flight", chunk.batch_id)
+                return
 
     def _submit(self, batch: StoredBatch, rows: list[tuple[int, str, bytes]]) -> _Chunk:
         """Decide injected failures and unknown models now; send the rest to the backend."""
@@ -227,7 +247,12 @@ class Worker:
     def _collect(self, chunk: _Chunk) -> list[Outcome]:
         """The outcomes of a chunk, in its order; a backend crash fails its requests."""
         try:
-            answered = iter(chunk.future.result() if chunk.future else [])
+            if chunk.future is not None and chunk.future.cancelled():
+                cancelled = {"type": "cancelled", "message": "The batch was cancelled."}
+                rest = [row for row in chunk.rows if row[0] not in chunk.early]
+                answered = iter(Outcome(n, cid, error=cancelled) for n, cid, _ in rest)
+            else:
+                answered = iter(chunk.future.result() if chunk.future else [])
         except Exception as exc:
             log.exception("backend %s failed on a chunk of %s", self.backend.name, chunk.batch_id)
             error = {"type": "server_error", "message": f"The backend failed: {exc}"[:500]}

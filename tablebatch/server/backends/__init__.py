@@ -2,7 +2,8 @@
 
 A backend has ``complete(rows) -> outcomes`` over a chunk of
 ``(n, custom_id, body)`` and ``close()``. ``offline`` answers in-process;
-``openai`` forwards to an OpenAI-compatible server.
+``openai`` forwards to an OpenAI-compatible server; ``llama`` runs GGUF models on
+CPU in a pool of processes (the ``[llama]`` extra).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ class Backend(Protocol):
 
 def make_backend(settings: ServerSettings) -> Backend:
     """The backend the settings name."""
+    if settings.backend == "llama":
+        from tablebatch.server.backends.llama import LlamaBackend
+
+        return LlamaBackend(settings.llama)
     if settings.backend == "openai":
         from tablebatch.server.backends.openai_compat import OpenAICompatBackend
 
@@ -44,3 +49,14 @@ def make_backend(settings: ServerSettings) -> Backend:
     from tablebatch.server.backends.offline import OfflineBackend
 
     return OfflineBackend()
+
+
+def describe_backend(settings: ServerSettings) -> str:
+    """The backend the settings name, and what it serves (for a start-up line)."""
+    if settings.backend == "llama":
+        from tablebatch.server.backends.llama import describe
+
+        return describe(settings.llama)
+    if settings.backend == "openai":
+        return f"openai: forwarding to {settings.upstream_url}"
+    return settings.backend

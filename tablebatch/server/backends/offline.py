@@ -26,19 +26,17 @@ import logging
 import multiprocessing as mp
 import os
 import re
-import signal
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from typing import Any
 
 import orjson
 
+from tablebatch.server.backends.processes import init_helper, stop_signals_blocked, usable_cores
 from tablebatch.server.store import Outcome, encode_result
 
 _WORD = re.compile(r"[a-z']+")
@@ -283,44 +281,6 @@ def answer_rows(rows: list[tuple[int, str, bytes]], created: int) -> list[Encode
     return out
 
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    """Block Ctrl-C and stop signals in this thread while it may start helpers: they
-    inherit the mask, so a signal to the process group (a terminal's Ctrl-C, a Prefect
-    runner's SIGTERM) cannot kill one while it starts up."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _init_helper(parent: int) -> None:
-    """Set up a helper process: Ctrl-C and stop signals are the server's to handle (a
-    terminal and a Prefect runner signal the whole process group, so the helper leaves
-    it), and the helper ends when the server does, even when it was killed and could not
-    say so."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(os, "setpgrp"):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # drops one sent to the group meanwhile
-        os.setpgrp()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool may still terminate it
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="tablebatch-parent-watch", daemon=True).start()
-
-
 log = logging.getLogger("tablebatch.server")
 _pools: dict[int, ProcessPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -333,7 +293,7 @@ def _pool(processes: int) -> ProcessPoolExecutor:
             _pools[processes] = ProcessPoolExecutor(
                 processes,
                 mp_context=mp.get_context("spawn"),
-                initializer=_init_helper,
+                initializer=init_helper,
                 initargs=(os.getpid(),),
             )
             atexit.register(_pools[processes].shutdown, wait=False, cancel_futures=True)
@@ -342,8 +302,8 @@ def _pool(processes: int) -> ProcessPoolExecutor:
 
 def default_processes() -> int:
     """Helper processes for the offline backend: one per core, none on a single core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(cores or 1, 8) if (cores or 1) > 1 else 0
+    cores = usable_cores()
+    return min(cores, 8) if cores > 1 else 0
 
 
 class OfflineBackend:
@@ -360,41 +320,18 @@ class OfflineBackend:
     def __init__(self, clock: Any = time.time, processes: int | None = None) -> None:
         self._clock = clock
         self._processes = default_processes() if processes is None else processes
-        self._warm_wanted = False
-        self._warming: list[Future[Any]] | None = None
 
     def warm_up(self) -> None:
-        """Allow the helper processes; they start with the first large chunk (a small job,
-        such as a 24-row sample, never pays their start: two interpreters importing this
-        package, seconds of CPU on a 2-core machine while the job runs). That chunk is
-        answered in this thread while they start, so no chunk waits for them."""
-        self._warm_wanted = True
-
-    def start_helpers(self) -> None:
-        """Start the helper processes now, in the background (a long-lived server does, so
-        that its first large batch finds them ready)."""
-        if self._processes <= 1 or self._warming is not None:
-            return
-        try:
-            pool = _pool(self._processes)
-            with _stop_signals_blocked():
-                self._warming = [pool.submit(answer_rows, [], 0) for _ in range(self._processes)]
-        except (RuntimeError, OSError, BrokenProcessPool) as exc:
-            log.warning("offline backend: no helper processes (%s); answering in-thread", exc)
-            self._processes = 0
-
-    def _helpers_ready(self) -> bool:
-        """Whether this large chunk goes to the helpers (starting them if need be). After
-        ``warm_up``, chunks are answered here until every helper has started."""
-        if self._processes <= 1:
-            return False
-        if self._warming is None:
-            self.start_helpers()
-            if not self._warm_wanted:
-                return self._processes > 1  # used directly: wait for them this once
-        if self._processes <= 1 or self._warming is None:
-            return False
-        return all(f.done() for f in self._warming)
+        """Start the helper processes now, in the background, rather than on the first batch."""
+        if self._processes > 1:
+            try:
+                pool = _pool(self._processes)
+                with stop_signals_blocked():
+                    for _ in range(self._processes):
+                        pool.submit(answer_rows, [], 0)
+            except (RuntimeError, OSError, BrokenProcessPool) as exc:
+                log.warning("offline backend: no helper processes (%s); answering in-thread", exc)
+                self._processes = 0
 
     def complete(self, rows: list[tuple[int, str, bytes]]) -> list[Outcome]:
         """Answer a chunk of requests ``(n, custom_id, body)``."""
@@ -403,11 +340,11 @@ class OfflineBackend:
     def submit(self, rows: list[tuple[int, str, bytes]]) -> Future[list[Outcome]]:
         """Start answering a chunk; large chunks go to the helper processes."""
         created = int(self._clock())
-        if len(rows) >= self.PARALLEL_FROM and self._helpers_ready():
+        if self._processes > 1 and len(rows) >= self.PARALLEL_FROM:
             size = -(-len(rows) // (self._processes * 2))
             try:
                 pool = _pool(self._processes)
-                with _stop_signals_blocked():
+                with stop_signals_blocked():
                     parts = [
                         pool.submit(answer_rows, rows[i : i + size], created)
                         for i in range(0, len(rows), size)
