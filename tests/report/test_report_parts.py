@@ -162,3 +162,93 @@ def test_compare_refuses_what_it_cannot_compare(tmp_path) -> None:
         Run.load(path)
     Path(str(path) + ".report.json").write_bytes(orjson.dumps(report))
     assert Run.load(path).report == report
+
+
+def _evaluation(path: Path, answers: list[str], scores: list[float]) -> dict:
+    """A hand-made evaluation output: 4 questions, 2 models, in the output's row order."""
+    n = len(answers)
+    table = pa.table(
+        {
+            "question_id": [f"q{i // 2}" for i in range(n)],
+            "question": [f"question {i // 2}?" for i in range(n)],
+            "answer_input": ["right"] * n,
+            "answer": answers,
+            "status": ["completed"] * n,
+            "error": pa.nulls(n, pa.string()),
+            "attempts": pa.array([1] * n, pa.int32()),
+            "prompt_tokens": pa.array([5] * n, pa.int64()),
+            "completion_tokens": pa.array([1] * n, pa.int64()),
+            "model": ["a", "b"] * (n // 2),
+            "score": scores,
+        }
+    )
+    pacsv.write_csv(table, path)
+    per_model = {
+        m: {
+            "scored": n // 2,
+            "unscored": 0,
+            "mean_score": float(np.mean(scores[k::2])),
+            "pass_rate": float(np.mean(scores[k::2])),
+        }
+        for k, m in enumerate(("a", "b"))
+    }
+    return {
+        "job": "quiz",
+        "kind": "evaluation",
+        "models": ["a", "b"],
+        "output": str(path),
+        "input_rows": n // 2,
+        "output_rows": n,
+        "rows_by_status": {"completed": n},
+        "tokens": {"prompt": 5 * n, "completion": n},
+        "attempts": {"1": n},
+        "batches": [],
+        "scoring": "exact",
+        "per_model": per_model,
+        "columns": {
+            "id": "question_id",
+            "inputs": ["question"],
+            "gold": None,
+            "reference": "answer_input",
+        },
+    }
+
+
+def test_evaluation_pages_match_rows_by_id_and_model(tmp_path) -> None:
+    first = _evaluation(
+        tmp_path / "one.csv",
+        ["right", "x", "x", "x", "right", "right", "y", "y"],
+        [1, 0, 0, 0, 1, 1, 0, 0],
+    )
+    second = _evaluation(
+        tmp_path / "two.csv",
+        ["right", "x", "x", "right", "right", "right", "y", "y"],
+        [1, 0, 0, 1, 1, 1, 0, 0],
+    )
+    page = render(Run.of(first, tmp_path / "one.csv"))
+    failed = re.search(r'<table data-table="all_failed">(.*?)</table>', page, re.S).group(1)
+    assert failed.count("<tr>") == 3  # the header, q1 and q3: no model passed them
+    assert "q1" in failed and "q3" in failed and "q0" not in failed
+    assert "2 item(s) no model passed" in page
+    compare = render_compare(
+        [Run.of(first, tmp_path / "one.csv"), Run.of(second, tmp_path / "two.csv")]
+    )
+    changed = re.search(r'<table data-table="changed">(.*?)</table>', compare, re.S).group(1)
+    assert (
+        changed.count("<tr>") == 2
+        and '<td><div class="cell">q1</div></td><td><div class="cell">b</div></td>' in changed
+    )
+    assert "1 of 8 matched rows" in compare
+    deltas = re.search(r'<table data-table="deltas">(.*?)</table>', compare, re.S).group(1)
+    assert "+0.250" in deltas  # model b: 0.25 -> 0.50 (q1 passed now)
+
+
+def test_an_old_report_json_without_columns_still_builds(tmp_path) -> None:
+    table = _rows(30)
+    path = tmp_path / "out.parquet"
+    pq.write_table(table, path)
+    report = _report(table, path)
+    del report["columns"]
+    page = render(Run.of(report, path))
+    sample = re.search(r'<table data-table="sample">(.*?)</table>', page, re.S).group(1)
+    assert "<th>review_id</th>" in sample and "<th>text</th>" in sample
