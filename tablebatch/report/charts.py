@@ -88,20 +88,6 @@ def bars(
     return chart.properties(width=WIDTH, height=HEIGHT)
 
 
-def histogram(
-    data: list[dict[str, Any]], field: str, *, title: str, color: str | None = None, bins: int = 20
-) -> alt.Chart:
-    """A histogram of a numeric field (one colour per ``color`` value, overlaid)."""
-    enc: dict[str, Any] = {
-        "x": alt.X(f"{field}:Q", bin=alt.Bin(maxbins=bins), title=title),
-        "y": alt.Y("count():Q", title="rows", stack=None),
-    }
-    if color:
-        enc["color"] = alt.Color(f"{color}:N")
-    chart = alt.Chart(alt.Data(values=data)).mark_bar(opacity=0.7).encode(**enc)
-    return chart.properties(width=WIDTH, height=HEIGHT)
-
-
 def heatmap(
     data: list[dict[str, Any]],
     x: str,

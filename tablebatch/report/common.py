@@ -54,12 +54,11 @@ def header_figures(report: dict[str, Any]) -> list[Figure]:
         Figure("prompt_tokens", "prompt tokens", count(tokens.get("prompt"))),
         Figure("completion_tokens", "completion tokens", count(tokens.get("completion"))),
     ]
-    sent = report.get("requests_sent")
-    if sent is not None:
-        figures.append(Figure("requests_sent", "requests sent", count(sent)))
-    reused = report.get("requests_reused")
-    if reused is not None:
-        figures.append(Figure("requests_reused", "requests reused", count(reused)))
+    requests = report.get("requests")  # {"sent": n, "found": m}, where the run counted them
+    if isinstance(requests, dict):
+        figures.append(Figure("requests_sent", "requests sent", count(requests.get("sent"))))
+        reused = requests.get("found")
+        figures.append(Figure("requests_reused", "reused (already on the API)", count(reused)))
     if report.get("cost") is not None:
         figures.append(Figure("cost", "cost (USD)", f"{report['cost']:.4f}"))
     total = report.get("timings", {}).get("total")

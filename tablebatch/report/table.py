@@ -1,9 +1,9 @@
 """Reading a job's output table for its report: only the columns a chart needs, streamed a
 batch of rows at a time, so that a million-row output costs seconds and little memory.
 
-Parquet and CSV outputs are read the same way (``pyarrow.parquet.ParquetFile.iter_batches``
-or ``pyarrow.csv.open_csv``); CSV columns get the output schema's types, so a column
-whose first rows are empty is not guessed wrong.
+Parquet outputs are read a row group at a time (only the row groups holding the rows a
+table shows, for those), CSV outputs with ``pyarrow.csv.open_csv``; CSV columns get the
+output schema's types, so a column whose first rows are empty is not guessed wrong.
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ def _expected_figures(report: dict[str, Any]) -> dict[str, str]:
         "completion_tokens": f"{tokens['completion']:,}",
         "duration": f"{report['timings']['total']:.1f} s",
     }
+    if isinstance(report.get("requests"), dict):  # what the run sent, and found on the API
+        out["requests_sent"] = f"{report['requests']['sent']:,}"
+        out["requests_reused"] = f"{report['requests']['found']:,}"
     if report.get("gold"):
         gold = report["gold"]
         out |= {
