@@ -7,13 +7,13 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tablebatch.report import charts
 from tablebatch.report.page import Figure, Section, count, note, row, table_html
 from tablebatch.report.run import Run
-from tablebatch.report.table import sample_indices
 
 FAILED_ROWS = 50
 SAMPLE_ROWS = 12
@@ -73,19 +73,31 @@ def status_chart(report: dict[str, Any]) -> charts.alt.Chart:
     return charts.bars(data, "status", "rows", title_y="rows").properties(width=260)
 
 
+def _add(total: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    size = max(total.size, counted.size)
+    return np.pad(total, (0, size - total.size)) + np.pad(counted, (0, size - counted.size))
+
+
 def _tokens_chart(run: Run) -> str:
-    table = run.output.read(["attempts", "prompt_tokens", "completion_tokens"])
-    if not table.num_rows or "attempts" not in table.column_names:
+    """Prompt and completion tokens summed per attempt, a row group at a time."""
+    columns = ["attempts", "prompt_tokens", "completion_tokens"]
+    if not run.output.has(*columns):
         return ""
-    grouped = table.group_by("attempts").aggregate(
-        [("prompt_tokens", "sum"), ("completion_tokens", "sum"), ("attempts", "count")]
-    )
-    data = []
-    for group in grouped.to_pylist():
-        attempt = "not sent" if group["attempts"] == 0 else f"attempt {group['attempts']}"
-        for part in ("prompt", "completion"):
-            value = group.get(f"{part}_tokens_sum") or 0
-            data.append({"attempt": attempt, "tokens": value, "part": part})
+    rows = np.zeros(1)
+    sums = {"prompt": np.zeros(1), "completion": np.zeros(1)}
+    for batch in run.output.batches(columns):
+        attempts = pc.fill_null(batch["attempts"], 0).to_numpy().astype(np.int64)
+        rows = _add(rows, np.bincount(attempts))
+        for part in sums:
+            tokens = pc.fill_null(batch[f"{part}_tokens"], 0).to_numpy().astype(float)
+            sums[part] = _add(sums[part], np.bincount(attempts, weights=tokens))
+    data = [
+        {"attempt": "not sent" if k == 0 else f"attempt {k}", "tokens": int(sums[p][k]), "part": p}
+        for k in np.flatnonzero(rows)
+        for p in sums
+    ]
+    if not data:
+        return ""
     chart = charts.bars(data, "attempt", "tokens", color="part", title_x="rows answered on")
     return charts.figure(chart, "tokens", "Tokens per attempt")
 
@@ -113,11 +125,9 @@ def failed_rows(run: Run) -> str:
 
 def sample_rows(run: Run, extra: tuple[str, ...]) -> str:
     """A few rows drawn at random (the same every time), to read."""
-    n = run.output.num_rows
-    picked = sample_indices(n, SAMPLE_ROWS, seed=7)
     shown = [*_input_columns(run), *extra]
-    rows = run.output.take(picked, shown)
-    text = f"{rows.num_rows} of {n:,} rows, drawn at random." if n > SAMPLE_ROWS else ""
+    rows, how = run.output.sample(SAMPLE_ROWS, shown, seed=7)
+    text = f"{how}." if run.output.num_rows > SAMPLE_ROWS else ""
     return (note(text) if text else "") + _table(rows, "sample")
 
 

@@ -83,7 +83,8 @@ class OutputTable:
             parquet = pq.ParquetFile(self.path)
             groups = range(parquet.num_row_groups) if row_groups is None else row_groups
             for group in groups:  # a row group at a time: its buffers are freed before the next
-                yield from parquet.read_row_group(group, columns=wanted).to_batches(BATCH_ROWS)
+                table = parquet.read_row_group(group, columns=wanted, use_threads=False)
+                yield from table.to_batches(BATCH_ROWS)
 
     def _group_starts(self) -> list[int]:
         """The first row of each Parquet row group, and the row count at the end."""
@@ -151,6 +152,26 @@ class OutputTable:
         only the ``needs`` columns are read for every row."""
         found, _ = self.positions(where, needs, limit)
         return self.take(found, columns)
+
+    def sample(
+        self, size: int, columns: Sequence[str], seed: int = 0, groups: int = 3
+    ) -> tuple[pa.Table, str]:
+        """Up to ``size`` rows drawn at random (the same every time), with ``columns``, and
+        how they were drawn. Of a Parquet file with many row groups, the rows are drawn from
+        ``groups`` row groups drawn at random, so that only those are read."""
+        if self._csv or self.num_rows <= size:
+            picked = sample_indices(self.num_rows, size, seed)
+            how = f"{len(picked):,} of {self.num_rows:,} rows, drawn at random"
+            return self.take(picked, columns), how
+        starts = self._group_starts()
+        count = len(starts) - 1
+        chosen = sorted(random.Random(seed).sample(range(count), min(groups, count)))
+        pool = [i for g in chosen for i in range(starts[g], starts[g + 1])]
+        picked = sorted(random.Random(seed).sample(pool, min(size, len(pool))))
+        how = f"{len(picked):,} of {self.num_rows:,} rows, drawn at random"
+        if len(chosen) < count:
+            how += f" from {len(chosen)} of its {count} row groups (drawn at random)"
+        return self.take(picked, columns), how
 
 
 def _concat(parts: list[pa.Table], columns: Sequence[str], names: list[str]) -> pa.Table:

@@ -94,6 +94,13 @@ def test_an_output_is_read_a_few_columns_and_rows_at_a_time(tmp_path, suffix) ->
     positions, total = out.positions(lambda b: pc.equal(b["status"], "failed"), ["status"], 2)
     assert positions == [3, 10] and total == sum(1 for i in range(1000) if i % 7 == 3)
     assert out.read(["prompt_tokens"]).num_rows == 1000
+    rows, how = out.sample(20, ["review_id", "text"], seed=1)
+    ids = [int(i[1:]) for i in rows["review_id"].to_pylist()]
+    assert len(set(ids)) == 20 and rows["text"].to_pylist() == [f"review number {i}" for i in ids]
+    if suffix == ".parquet":  # 8 row groups of 128 rows: only 3 are read
+        assert len({i // 128 for i in ids}) <= 3 and "from 3 of its 8 row groups" in how
+    else:
+        assert how == "20 of 1,000 rows, drawn at random"
 
 
 def test_a_sample_is_the_same_every_time_and_spread() -> None:
@@ -140,7 +147,7 @@ def test_a_page_lists_the_failed_rows_and_the_invalid_answers(tmp_path) -> None:
     assert f"{report['rows_by_status']['failed']:,} row(s) did not complete" in html
     invalid = re.search(r'<table data-table="invalid">(.*?)</table>', html, re.S).group(1)
     assert invalid.count("<tr>") == 51 and "r00000" in invalid and "r00001" not in invalid
-    assert "12 of 2,000 rows, drawn at random." in html
+    assert "12 of 2,000 rows, drawn at random from 3 of its 7 row groups (drawn at random)." in html
     markdown, description = artifact(Run.of(report, path), None)
     assert "](data:image/png;base64," in markdown and "positive" in description
 

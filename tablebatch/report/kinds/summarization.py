@@ -15,7 +15,6 @@ from tablebatch.report import charts
 from tablebatch.report.kinds import KindReport, register
 from tablebatch.report.page import Figure, Section, count, note, num, row, table_html
 from tablebatch.report.run import Run
-from tablebatch.report.table import sample_indices
 
 ROUGE = ("rouge1", "rouge2", "rougeL")
 SCATTER_ROWS = 2_000
@@ -70,8 +69,7 @@ def _scatter(run: Run) -> str:
     reference = run.columns.get("reference")
     if not reference or not run.output.has(reference, "summary"):
         return ""
-    picked = sample_indices(run.output.num_rows, SCATTER_ROWS, seed=11)
-    rows = run.output.take(picked, ["summary", reference])
+    rows, how = run.output.sample(SCATTER_ROWS, ["summary", reference], seed=11)
     words = {"summary": _words(rows["summary"]), "reference": _words(rows[reference])}
     keep = ~(np.isnan(words["summary"]) | np.isnan(words["reference"]))
     data = [
@@ -85,11 +83,7 @@ def _scatter(run: Run) -> str:
         title_x="reference (words)",
         title_y="summary (words)",
     )
-    sampled = (
-        f"a sample of {len(picked):,} of {run.output.num_rows:,} rows"
-        if len(picked) < run.output.num_rows
-        else ""
-    )
+    sampled = how if rows.num_rows < run.output.num_rows else ""
     return charts.figure(chart, "length_scatter", "Summary vs reference length", sampled)
 
 
