@@ -35,6 +35,9 @@ OUTPUT_COLUMNS = {
 }
 
 
+REQUIRED = ["job", "kind", "rows_by_status", "output_rows"]  # keys every report JSON has
+
+
 def output_name(column: str | None, output_columns: set[str] = OUTPUT_COLUMNS) -> str | None:
     """The name an input column has in the output (``<name>_input`` where it collides)."""
     if not column:
@@ -98,6 +101,12 @@ class Run:
             report = orjson.loads(json_path.read_bytes())
         except orjson.JSONDecodeError as exc:
             raise ReportInputError(f"{json_path}: not valid JSON ({exc})") from exc
+        missing = [k for k in REQUIRED if k not in report] if isinstance(report, dict) else REQUIRED
+        if missing:
+            raise ReportInputError(
+                f"{json_path}: not a tablebatch report (no {', '.join(missing)}); it is the "
+                "JSON a run writes beside its output"
+            )
         return cls.of(report, output, name)
 
     @classmethod

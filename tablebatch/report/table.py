@@ -54,7 +54,10 @@ class OutputTable:
         if not Path(path).exists():
             raise ReportInputError(f"{path}: no such output table; run the job first")
         if path.endswith(".parquet"):
-            meta = pq.ParquetFile(path).metadata
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except (pa.ArrowException, OSError) as exc:
+                raise ReportInputError(f"{path}: not a readable Parquet file ({exc})") from exc
             return cls(path, meta.schema.to_arrow_schema().names, meta.num_rows)
         if not path.endswith(".csv"):
             raise ReportInputError(f"{path}: not a .parquet or .csv output table")

@@ -169,6 +169,18 @@ def test_compare_refuses_what_it_cannot_compare(tmp_path) -> None:
         Run.load(path)
     Path(str(path) + ".report.json").write_bytes(orjson.dumps(report))
     assert Run.load(path).report == report
+    Path(str(path) + ".report.json").write_text('{"job": "x"}')
+    with pytest.raises(
+        ReportInputError, match=r"not a tablebatch report \(no kind, rows_by_status"
+    ):
+        Run.load(path)
+    Path(str(path) + ".report.json").write_text("{nope")
+    with pytest.raises(ReportInputError, match="not valid JSON"):
+        Run.load(path)
+    Path(str(path) + ".report.json").write_bytes(orjson.dumps(report))
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(ReportInputError, match="not a readable Parquet file"):
+        Run.load(path)
 
 
 def _evaluation(path: Path, answers: list[str], scores: list[float]) -> dict:
