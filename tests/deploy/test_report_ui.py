@@ -85,7 +85,8 @@ def test_the_artifacts_tab_shows_the_report_chart(ui_server, project, tmp_path) 
         page.evaluate("document.getElementById('artifacts').click()")
         card = page.wait_for(
             """(() => { const a = [...document.querySelectorAll('#artifacts-content a')]
-              .find(a => a.textContent.includes('review-sentiment-charts'));
+              .find(a => a.textContent.includes('review-sentiment-charts')
+                && a.textContent.includes('accuracy'));  // the card and its description
               return a && [a.getAttribute('href'), a.textContent] })()"""
         )
         page.screenshot(tmp_path / "artifacts-tab.png")
