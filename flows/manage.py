@@ -24,14 +24,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.clients import open_client
 from tablebatch.api import BatchAPI
 from tablebatch.jobs.guard import RunGuard
-from tablebatch.jobs.manage import (
-    JobTarget,
-    batch_row,
-    find_job,
-    status_lines,
-)
+from tablebatch.jobs.manage import JobTarget, find_job
+from tablebatch.jobs.status_view import batch_row, status_lines
 from tasks.manage import cancel_task, find_batches_task, find_open_task
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -91,8 +88,6 @@ def job_api(target: JobTarget) -> Iterator[tuple[BatchAPI, str]]:
     local``) is looked up in the project's local server database, served here without
     processing: a running job's own server answers its batches. ``FileNotFoundError``
     when there is no such database (the job never ran from this project)."""
-    from flows.job import open_client  # not above: flows.job imports this module
-
     api = target.config.api if target.config is not None else None
     if api is None or api.is_local:
         db = target.root / ".tablebatch" / "server.db"

@@ -9,19 +9,18 @@ from prefect.cache_policies import NONE
 
 from tablebatch.jobs.build import Plan, plan_requests
 from tablebatch.jobs.config import JobConfig
-from tablebatch.jobs.timing import timed
+from tablebatch.jobs.timing import Timings
 
 
 @task(name="build", cache_policy=NONE)
 def build_task(
-    config: JobConfig, table: pa.Table, ids: pa.Array, model: str, run: str = ""
+    config: JobConfig, table: pa.Table, ids: pa.Array, model: str, timings: Timings | None = None
 ) -> Plan:
     """The rows to send to ``model`` and their custom_ids; rows with an empty prompt are
     skipped (rows whose request turns out too large are skipped when rendered)."""
-    with timed(run, "build"):
+    with (timings or Timings()).timed("build"):
         plan = plan_requests(table, config, ids, model)
-    logger = get_run_logger()
-    logger.info(
+    get_run_logger().info(
         "%s: %d request(s) for %s, %d row(s) skipped",
         config.name,
         len(plan.rows),

@@ -14,14 +14,10 @@ from prefect.cache_policies import NONE
 
 from tablebatch.io import table_writer
 from tablebatch.jobs.config import JobConfig
-from tablebatch.jobs.results import (
-    ModelAnswers,
-    build_report,
-    join_chunks,
-    report_columns,
-    report_markdown,
-)
-from tablebatch.jobs.timing import add, take
+from tablebatch.jobs.join import join_chunks
+from tablebatch.jobs.pipeline import JobOutcome
+from tablebatch.jobs.report import build_report, report_columns, report_markdown, table_rows
+from tablebatch.jobs.timing import Timings
 from tablebatch.report.build import artifact, write_html
 from tablebatch.report.run import Run, columns_of
 
@@ -30,33 +26,32 @@ from tablebatch.report.run import Run, columns_of
 def write_task(
     config: JobConfig,
     table: pa.Table,
-    per_model: list[ModelAnswers],
+    outcome: JobOutcome,
     path: str,
-    batches: list[dict[str, Any]],
-    run: str = "",
+    timings: Timings,
     elapsed: float = 0.0,
 ) -> dict[str, Any]:
     """Join the answers onto the rows and write the output a chunk of rows at a time (the
     file appears whole, atomically), then the report (a JSON file and Prefect artifacts).
     Returns the report."""
     started = time.perf_counter()
-    chunks = join_chunks(table, config, per_model)
+    chunks = join_chunks(table, config, outcome.per_model)
     mark = time.perf_counter()
     chunk: pa.Table | None = next(chunks)
-    add(run, "join", mark, time.perf_counter())
+    timings.add("join", mark, time.perf_counter())
     slim: list[pa.Table] = []
     assert chunk is not None
     with table_writer(path, chunk.schema) as write:
         while chunk is not None:
-            mark = time.perf_counter()
-            write(chunk)
-            add(run, "write", mark, time.perf_counter())
-            slim.append(report_columns(chunk))
+            with timings.timed("write"):
+                write(chunk)
+            slim.append(report_columns(chunk, config))
             mark = time.perf_counter()
             chunk = next(chunks, None)
-            add(run, "join", mark, time.perf_counter())
-    report = build_report(config, table, pa.concat_tables(slim), batches, path)
-    report["timings"] = take(run, elapsed + time.perf_counter() - started)
+            timings.add("join", mark, time.perf_counter())
+    slim_table = pa.concat_tables(slim)
+    report = build_report(config, table, slim_table, outcome.batches, path, outcome.requests)
+    report["timings"] = timings.take(elapsed + time.perf_counter() - started)
     charts = None
     if "://" not in path:
         report["columns"] = columns_of(config)  # so that `tablebatch report` can rebuild it
@@ -64,12 +59,9 @@ def write_task(
         charts = html_report(report, path)
     key = "".join(c if c.isalnum() else "-" for c in config.name.lower())
     create_markdown_artifact(report_markdown(report), key=f"{key}-report", description="Job report")
-    rows = [{"status": k, "rows": v} for k, v in sorted(report["rows_by_status"].items())]
-    if "per_model" in report:
-        rows = [{"model": m, **v} for m, v in report["per_model"].items()]
-    elif report.get("gold"):
-        rows = [{"label": label, **m} for label, m in report["gold"]["per_label"].items()]
-    create_table_artifact(rows, key=f"{key}-table", description="Job report, as a table")
+    create_table_artifact(
+        table_rows(report), key=f"{key}-table", description="Job report, as a table"
+    )
     if charts is not None:
         create_markdown_artifact(charts[0], key=f"{key}-charts", description=charts[1])
     return report

@@ -12,7 +12,7 @@ from prefect.cache_policies import NONE
 from tablebatch.io import read_table, resolve
 from tablebatch.jobs.build import check_table
 from tablebatch.jobs.config import JobConfig, load_config, project_root
-from tablebatch.jobs.timing import timed
+from tablebatch.jobs.timing import Timings
 
 
 @task(name="load-config", cache_policy=NONE)
@@ -26,9 +26,11 @@ def load_config_task(
 
 
 @task(name="load", cache_policy=NONE)
-def load_task(config: JobConfig, root: Path, run: str = "") -> tuple[pa.Table, pa.Array]:
+def load_task(
+    config: JobConfig, root: Path, timings: Timings | None = None
+) -> tuple[pa.Table, pa.Array]:
     """The input table and its row ids, checked against the config before anything is sent."""
-    with timed(run, "load"):
+    with (timings or Timings()).timed("load"):
         path = resolve(config.input.path, root)
         table = read_table(path, string_columns=[config.input.id_column])
         return table, check_table(table, config, path)

@@ -42,26 +42,9 @@ def no_tracebacks_for(expected: tuple[type[BaseException], ...]) -> None:
 
 
 def summary(report: dict[str, Any]) -> str:
-    """The few lines a finished run prints: rows by status, tokens, scores, where it wrote."""
-    by_status = ", ".join(f"{v} {k}" for k, v in sorted(report["rows_by_status"].items()))
-    lines = [
-        f"{report['job']}: {report['output_rows']} rows ({by_status}); "
-        f"{report['tokens']['prompt'] + report['tokens']['completion']} tokens in "
-        f"{len(report['batches'])} batch(es)",
-    ]
-    gold = report.get("gold")
-    if gold:
-        lines.append(
-            f"  accuracy {gold['accuracy']:.1%}, macro-F1 {gold['macro_f1']:.1%} against "
-            f"{gold['gold_column']} ({gold['invalid_answers']} invalid answers)"
-        )
-    for model, stats in (report.get("per_model") or {}).items():
-        score = "–" if stats["mean_score"] is None else f"{stats['mean_score']:.3f}"
-        lines.append(f"  {model}: mean score {score} over {stats['scored']} answers")
-    if report.get("rouge"):
-        lines.append("  mean ROUGE-L " + f"{report['rouge']['rougeL'] or 0:.3f}")
-    lines.append(f"  output: {report['output']}")
-    lines.append(f"  report: {report['output']}.report.json")
-    if os.path.exists(f"{report['output']}.report.html"):
-        lines.append(f"  html:   {report['output']}.report.html")
-    return "\n".join(lines)
+    """The few lines a finished run prints: rows by status, tokens, its kind's headline
+    metrics, where it wrote (``tablebatch.jobs.report.summary_text``; imported here, so
+    that a command that prints no summary does not load the job code)."""
+    from tablebatch.jobs.report import summary_text
+
+    return summary_text(report)

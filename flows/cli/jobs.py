@@ -71,11 +71,10 @@ def _check_backend(config: Any) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Show what a run would send, and send nothing."""
     from tablebatch.api.dialects import limits_of
-    from tablebatch.jobs.build import estimate_tokens, plan_requests, within_limits
+    from tablebatch.jobs.build import estimate_tokens, plan_batches, plan_requests, within_limits
     from tablebatch.jobs.config import load_config
     from tablebatch.jobs.errors import JobError
     from tablebatch.jobs.preflight import read_input
-    from tablebatch.jobs.submit import batch_name
 
     if args.show < 0:
         error(f"--show {args.show}: give a number of requests, 0 or more")
@@ -97,21 +96,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = within_limits(config, limits_of(provider))  # shards fit the provider's batches
     print(f"{config.name} ({config.kind}): {table.num_rows} rows from {path}")
     print(f"  API: {api}")
-    size = config.batch.max_requests
     for model in config.model_names:
         plan = plan_requests(table, config, ids, model)
         batches: list[tuple[str, int, int]] = []
         requests = tokens = total_bytes = 0
-        for index, start in enumerate(range(0, len(plan.rows), size)):
-            # what a run's shard does: render its rows, then split them by bytes if need be
-            rendered, skipped = plan.rows.slice(start, size).render()
-            plan.skipped.update(skipped)
-            name = batch_name(config, "answer", config.fingerprint(model), 1, index)
-            for k, piece in enumerate(rendered.shards(size, config.batch.max_bytes)):
-                batches.append((name if k == 0 else f"{name}-{k}", len(piece), piece.nbytes))
-            requests += len(rendered)
-            tokens += estimate_tokens(rendered)
-            total_bytes += rendered.nbytes
+        for planned in plan_batches(plan, config):  # as a run's shards render and split them
+            piece = planned.requests
+            batches.append((planned.name, len(piece), piece.nbytes))
+            requests += len(piece)
+            tokens += estimate_tokens(piece)
+            total_bytes += piece.nbytes
         print(
             f"  {model}: {requests} request(s), {len(plan.skipped)} skipped, "
             f"{len(batches)} batch(es), ~{tokens} prompt tokens, {total_bytes} bytes"
@@ -120,8 +114,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"    {name}: {count} requests, {nbytes} bytes")
         for custom_id, reason in list(plan.skipped.items())[:5]:
             print(f"    skipped {custom_id}: {reason}")
-    if config.scoring == "judge" and config.judge:
-        print(f"  then a judge batch per model to {config.judge.model}")
+    second = config.kind_impl.second_stage()
+    if second is not None:
+        print(f"  then a {second.stage} batch per model to {second.model}")
     if args.show:
         _show(checked, args.show)
     print("Nothing was sent.")

@@ -61,7 +61,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print a job's batches on its API and the state of its output; 1 if nothing is known."""
     from tablebatch.api import BatchApiError
     from tablebatch.jobs.errors import JobError
-    from tablebatch.jobs.manage import job_batches, output_state, status_lines
+    from tablebatch.jobs.manage import job_batches, output_state
+    from tablebatch.jobs.status_view import status_lines
 
     try:
         target = _target(args.job)
@@ -93,7 +94,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from tablebatch.api import BatchApiError
     from tablebatch.jobs.config import project_root
     from tablebatch.jobs.errors import JobError
-    from tablebatch.jobs.manage import JobTarget, iter_all_batches, jobs_lines
+    from tablebatch.jobs.manage import JobTarget, iter_all_batches
+    from tablebatch.jobs.status_view import jobs_lines
 
     try:
         target = _target(args.job) if args.job else JobTarget("", project_root(Path.cwd() / "x"))
@@ -121,15 +123,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     what was answered (kept) and what was stopped."""
     from tablebatch.api import BatchApiError
     from tablebatch.jobs.errors import JobError
-    from tablebatch.jobs.manage import (
-        batch_line,
-        cancel_batches,
-        id_width,
-        in_order,
-        job_batches,
-        job_open_batches,
-        status_header,
-    )
+    from tablebatch.jobs.manage import cancel_batches, job_batches, job_open_batches
+    from tablebatch.jobs.status_view import batch_line, id_width, in_order, status_header
 
     try:
         target = _target(args.job)

@@ -1,7 +1,8 @@
 """The Batch API: its objects (``models``), errors, retry policy, the ``BatchAPI`` interface a job
 uses, ``BatchClient`` (the seed's API) and the provider dialects (``tablebatch.api.dialects``)."""
 
-from tablebatch.api.client import AddResult, BatchClient, chunk_requests, encode_request
+from tablebatch.api.adding import chunk_requests, encode_request
+from tablebatch.api.client import BatchClient
 from tablebatch.api.errors import (
     APIConnectionError,
     APIStatusError,
@@ -23,7 +24,7 @@ from tablebatch.api.errors import (
 )
 from tablebatch.api.http import HttpApi
 from tablebatch.api.models import Batch, BatchRequest, BatchResult, NewRequest
-from tablebatch.api.protocol import BatchAPI, Limits
+from tablebatch.api.protocol import AddResult, BatchAPI, Limits
 from tablebatch.api.retry import RetryPolicy
 
 __all__ = [

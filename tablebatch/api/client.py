@@ -26,9 +26,14 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 
+from tablebatch.api.adding import (
+    DEFAULT_BYTES_PER_CALL,
+    DEFAULT_REQUESTS_PER_CALL,
+    AddsInCalls,
+    RequestLike,
+    encode_request,
+)
 from tablebatch.api.errors import (
-    APIConnectionError,
-    APIStatusError,
     BatchApiError,
     ConflictError,
 )
@@ -42,69 +47,22 @@ from tablebatch.api.models import (
     BatchResult,
     BatchResultList,
     BatchStatus,
-    NewRequest,
     RequestStatus,
 )
+from tablebatch.api.pages import Page
 from tablebatch.api.protocol import AddResult, Limits
-from tablebatch.crash import crash_point
 
 log = logging.getLogger("tablebatch.api")
 
 M = TypeVar("M", bound=BaseModel)
-RequestLike = Mapping[str, Any] | NewRequest
-
-DEFAULT_REQUESTS_PER_CALL = 1000
-DEFAULT_BYTES_PER_CALL = 8 * 2**20
-_WRAPPER_BYTES = len(b'{"requests":[]}')
 
 
-def encode_request(request: RequestLike | tuple[str, bytes]) -> tuple[str, bytes]:
-    """A request as ``(custom_id, its JSON)``, checked to have a custom_id and a body.
-
-    A ``(custom_id, bytes)`` pair is taken as already encoded."""
-    if isinstance(request, tuple):
-        custom_id, item = request
-        if not isinstance(custom_id, str) or not isinstance(item, bytes):
-            raise ValueError("an encoded request is a (custom_id, JSON bytes) pair")
-        if not item.startswith(b'{"custom_id":' + orjson.dumps(custom_id) + b","):
-            raise ValueError(f"the encoded request of {custom_id!r} does not start with it")
-        return custom_id, item
-    if isinstance(request, NewRequest):
-        return request.custom_id, orjson.dumps(request.model_dump(mode="json", exclude_unset=True))
-    custom_id = request.get("custom_id")
-    body = request.get("body")
-    if not isinstance(custom_id, str) or not custom_id or not isinstance(body, Mapping):
-        raise ValueError(f"a request needs a custom_id (string) and a body (object): {request!r}")
-    return custom_id, orjson.dumps({"custom_id": custom_id, "body": body})
-
-
-def chunk_requests(
-    encoded: list[tuple[str, bytes]], max_count: int, max_bytes: int
-) -> Iterator[list[tuple[str, bytes]]]:
-    """Split encoded requests into runs that fit ``max_count`` and ``max_bytes`` per call."""
-    chunk: list[tuple[str, bytes]] = []
-    size = _WRAPPER_BYTES
-    for custom_id, item in encoded:
-        item_size = len(item) + 1  # the comma
-        if item_size + _WRAPPER_BYTES > max_bytes:
-            raise ValueError(
-                f"request {custom_id!r} has {len(item)} bytes, more than one call may carry "
-                f"({max_bytes} bytes); shorten its prompt or raise max_bytes_per_call."
-            )
-        if chunk and (len(chunk) >= max_count or size + item_size > max_bytes):
-            yield chunk
-            chunk, size = [], _WRAPPER_BYTES
-        chunk.append((custom_id, item))
-        size += item_size
-    if chunk:
-        yield chunk
-
-
-class BatchClient(HttpApi):
+class BatchClient(AddsInCalls, HttpApi):
     """A client for one Batch API (the seed's shape), e.g. ``BatchClient(server.url)``."""
 
     provider = "seed"
     limits = Limits()  # the seed's API states none: the job's batch settings decide
+    lists_by_prefix = True  # the local server's extension; learned False from one that ignores it
 
     def __init__(
         self,
@@ -140,17 +98,14 @@ class BatchClient(HttpApi):
         return self._parse(model, response)
 
     def _paginate(self, path: str, model: type[Any], page_size: int, **params: Any) -> Iterator:
-        after: str | None = None
-        while True:
-            page = self._get(path, model, limit=page_size, after=after, **params)
-            yield from page.data
-            if not page.has_more:
-                return
-            if not page.data:
-                raise BatchApiError(f"GET {path}: the server said has_more but sent no items.")
-            if page.data[-1].id == after:
-                raise BatchApiError(f"GET {path}: the cursor did not move past {after!r}.")
-            after = page.data[-1].id
+        """Every item of a list of the seed's shape (``data``, ``has_more``), across pages."""
+
+        def fetch(cursor: str | None, limit: int | None) -> Page[Any]:
+            page = self._get(path, model, limit=limit, after=cursor, **params)
+            return Page.by_last_id(page.data, page.has_more, what=f"GET {path}")
+
+        for page in self._pages(fetch, page_size, f"GET {path}"):
+            yield from page.items
 
     # -- batches -----------------------------------------------------------------
 
@@ -204,18 +159,26 @@ class BatchClient(HttpApi):
         page_size: int = 100,
     ) -> Iterator[Batch]:
         """Every batch (of a status, of a name, whose name starts with a prefix), newest
-        first, across pages. The filters are applied here too: a server may ignore them."""
-        pages = self._paginate(
-            "/batches", BatchList, page_size, status=status, name=name, name_prefix=name_prefix
-        )
-        for batch in pages:
-            if name is not None and batch.name != name:
-                continue
-            if name_prefix is not None and not batch.name.startswith(name_prefix):
-                continue
-            if status is not None and batch.status != status:
-                continue
-            yield batch
+        first, across pages. The filters are applied here too: a server may ignore them
+        (``name`` and ``name_prefix`` are the local server's extensions), and one that shows
+        it ignores the prefix is no longer taken to filter by it (``lists_by_prefix``)."""
+
+        def fetch(cursor: str | None, limit: int | None) -> Page[Batch]:
+            page = self.list_batches(
+                limit=limit, after=cursor, status=status, name=name, name_prefix=name_prefix
+            )
+            return Page.by_last_id(page.data, page.has_more, what="GET /batches")
+
+        for page in self._pages(fetch, page_size, "GET /batches"):
+            for batch in page.items:
+                if name_prefix is not None and not batch.name.startswith(name_prefix):
+                    self.lists_by_prefix = False
+                    continue
+                if name is not None and batch.name != name:
+                    continue
+                if status is not None and batch.status != status:
+                    continue
+                yield batch
 
     def find_batch(self, name: str) -> Batch | None:
         """The newest batch with exactly this name, or None: how a job finds its batch again."""
@@ -282,60 +245,14 @@ class BatchClient(HttpApi):
             if custom_id in seen:
                 raise ValueError(f"custom_id {custom_id!r} is given twice; custom_ids are unique.")
             seen.add(custom_id)
-        result = AddResult()
-        for chunk in chunk_requests(encoded, self.max_requests_per_call, self.max_bytes_per_call):
-            self._add_chunk(batch_id, chunk, result)
-            crash_point("mid-add")
-        return result
+        return self._add_in_calls(batch_id, encoded)
 
-    def _add_chunk(self, batch_id: str, chunk: list[tuple[str, bytes]], result: AddResult) -> None:
-        path = f"/batches/{batch_id}/requests"
-        pending = chunk
-        rounds = 0
-        started = self._clock()
-        while pending:
-            payload = b'{"requests":[' + b",".join(item for _, item in pending) + b"]}"
-            try:
-                result.calls += 1
-                self._request(
-                    "POST",
-                    path,
-                    content=payload,
-                    idempotency_key=new_idempotency_key(),
-                    repeat_if_maybe_sent=False,
-                )
-            except ConflictError as exc:
-                present = set(exc.custom_ids) or self._present(batch_id, pending)
-                if not present:
-                    raise  # a conflict of status, not of custom_ids
-            except (APIConnectionError, APIStatusError) as exc:
-                rounds += 1
-                if isinstance(exc, APIStatusError) and exc.status_code < 500:
-                    raise
-                if rounds > self.retry.max_retries:
-                    raise
-                delay = self.retry.delay(rounds, getattr(exc, "retry_after", None))
-                deadline = self.retry.deadline
-                if deadline is not None and self._clock() - started + delay > deadline:
-                    raise
-                log.info("adding to %s: %s; checking what the batch holds", batch_id, exc)
-                self._sleep(delay)
-                present = self._present(batch_id, pending)
-            else:
-                result.added += len(pending)
-                return
-            before = len(pending)
-            pending = [item for item in pending if item[0] not in present]
-            if len(pending) == before and not rounds:
-                raise BatchApiError(
-                    f"POST {path}: the server reported custom_ids that this call did not send."
-                )
-            result.already_present += before - len(pending)
+    def _wrap(self, items: list[bytes]) -> bytes:
+        return b'{"requests":[' + b",".join(items) + b"]}"
 
-    def _present(self, batch_id: str, pending: list[tuple[str, bytes]]) -> set[str]:
-        """Which of ``pending``'s custom_ids the batch already holds."""
-        wanted = {custom_id for custom_id, _ in pending}
-        return {r.custom_id for r in self.iter_requests(batch_id, page_size=1000)} & wanted
+    def _held(self, batch_id: str) -> set[str]:
+        """The custom_ids the batch holds."""
+        return {r.custom_id for r in self.iter_requests(batch_id, page_size=1000)}
 
     # -- results -----------------------------------------------------------------
 
@@ -355,9 +272,9 @@ class BatchClient(HttpApi):
         """Every page of a batch's results as plain dicts: for callers that read a million
         results and want them fast, not as models."""
         path = f"/batches/{batch_id}/results"
-        after: str | None = None
-        while True:
-            response = self._request("GET", path, params={"limit": page_size, "after": after})
+
+        def fetch(cursor: str | None, limit: int | None) -> Page[dict[str, Any]]:
+            response = self._request("GET", path, params={"limit": limit, "after": cursor})
             try:
                 page = orjson.loads(response.content)
                 data, more = page["data"], page["has_more"]
@@ -365,9 +282,7 @@ class BatchClient(HttpApi):
                     raise TypeError
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 raise BatchApiError(f"GET {path}: the answer is not a list of results.") from None
-            yield data
-            if not more:
-                return
-            if not data or data[-1].get("id") == after:
-                raise BatchApiError(f"GET {path}: the cursor did not move (has_more, no items).")
-            after = data[-1]["id"]
+            return Page.by_last_id(data, more, what=f"GET {path}")
+
+        for page in self._pages(fetch, page_size, f"GET {path}"):
+            yield page.items

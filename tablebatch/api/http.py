@@ -29,17 +29,21 @@ from tablebatch.api.errors import (
     APIConnectionError,
     APITimeoutError,
     BatchApiError,
+    UnprocessableEntityError,
     WaitTimeoutError,
     raise_for_status,
     status_error,
 )
 from tablebatch.api.models import Batch
+from tablebatch.api.pages import Page, follow, smaller_size
 from tablebatch.api.retry import NOT_PROCESSED_STATUS, RetryPolicy, parse_retry_after
 
 log = logging.getLogger("tablebatch.api")
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 Self = TypeVar("Self", bound="HttpApi")
+_UNSET: Any = object()
 
 
 def new_idempotency_key() -> str:
@@ -61,6 +65,7 @@ class HttpApi:
     """Base of the Batch API clients: the connection, the retry loop, waiting."""
 
     provider = "http"
+    lists_by_prefix = False  # whether the API filters ``iter_batches(name_prefix=...)`` itself
 
     def __init__(
         self,
@@ -99,6 +104,7 @@ class HttpApi:
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
+        self._page_cap: int | None = _UNSET  # the largest page the server accepts, once known
 
     def _auth_headers(self, api_key: str) -> dict[str, str]:
         """How this API takes its key (a bearer token, unless a dialect says otherwise)."""
@@ -226,6 +232,34 @@ class HttpApi:
             raise error
         log.info("%s %s: %s; retry %d in %.2f s", method, path, error, attempt, delay)
         self._sleep(delay)
+
+    def _pages(
+        self,
+        fetch: Callable[[str | None, int | None], Page[T]],
+        page_size: int | None,
+        what: str,
+    ) -> Iterator[Page[T]]:
+        """Every page of a list (``fetch(cursor, limit)`` gets one; a ``None`` limit asks
+        for the server's default), in pages of ``page_size`` or the largest the server
+        accepts: a server refuses a larger one with a 422 on the first page, and the size it
+        took is kept for every later list of this client."""
+        while True:
+            cap, limit = self._page_cap, page_size
+            if cap is not _UNSET:
+                limit = cap if cap is None or page_size is None else min(page_size, cap)
+            pages = follow(lambda cursor, size=limit: fetch(cursor, size), what)
+            try:
+                first = next(pages)
+            except UnprocessableEntityError:
+                smaller = smaller_size(limit)
+                if smaller is False:
+                    raise
+                log.info("%s: pages of %s refused; asking for %s", what, limit, smaller)
+                self._page_cap = smaller  # type: ignore[assignment]
+                continue
+            yield first
+            yield from pages
+            return
 
     def _iter_lines(self, path: str) -> Iterator[str]:
         """The non-empty lines of a streamed download (JSONL). A dropped connection is

@@ -42,6 +42,16 @@ class BatchAPI(Protocol):
 
     provider: str
     limits: Limits
+    # Whether ``iter_batches(name_prefix=...)`` is filtered by the API itself, so that one
+    # listing of a prefix costs what its batches cost (the seed's local server); else the
+    # client walks every batch and matches the names (it learns False from a server that
+    # turns out to ignore the filter).
+    lists_by_prefix: bool
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        """How this client waits (between polls and retries)."""
+        ...
 
     def iter_batches(
         self,
@@ -52,7 +62,8 @@ class BatchAPI(Protocol):
         page_size: int = 100,
     ) -> Iterator[Batch]:
         """Every batch (of a status, of exactly this name, whose name starts with
-        ``name_prefix``), newest first."""
+        ``name_prefix``), newest first, in pages of ``page_size`` (or the largest the API
+        takes: the client learns it)."""
         ...
 
     def find_batch(self, name: str) -> Batch | None:

@@ -9,26 +9,24 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import math
 import re
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tablebatch.jobs.config import JobConfig, template_fields
+from tablebatch.api import Limits
 from tablebatch.jobs.errors import DataError
-
-if TYPE_CHECKING:
-    from tablebatch.api.protocol import Limits
+from tablebatch.jobs.naming import batch_name, piece_name
+from tablebatch.jobs.schema import JobConfig, template_fields
+from tablebatch.jobs.text import as_text, blank, id_texts, text_values
 
 _READABLE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-_BLANK = r"^[\s\p{Z}\x0b\x1c-\x1f\x85]*$"  # what str.strip() strips, in RE2
 
 
 def custom_id_for(row_id: str) -> str:
@@ -60,17 +58,6 @@ class Template:
         return "".join(out)
 
 
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
-
-
-def column_texts(table: pa.Table, column: str) -> list[str]:
-    """A column as text, nulls as empty strings."""
-    return text_values(table.column(column))
-
-
 def _missing_column(source: str, column: str, key: str, names: list[str]) -> DataError:
     close = difflib.get_close_matches(column, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -89,25 +76,11 @@ def check_table(table: pa.Table, config: JobConfig, source: str) -> pa.Array:
     id_column = config.input.id_column
     if id_column not in names:
         raise _missing_column(source, id_column, "input.id_column", names)
-    wanted = [("prompt.template", f) for f in template_fields(config.prompt.template)]
-    if config.prompt.system:
-        wanted += [("prompt.system", f) for f in template_fields(config.prompt.system)]
-    wanted += [
-        (k, c)
-        for k, c in (
-            ("gold_column", config.gold_column),
-            ("reference_column", config.reference_column),
-        )
-        if c
-    ]
-    if config.judge is not None:
-        extra = set(template_fields(config.judge.template)) - {"prompt", "answer", "reference"}
-        wanted += [("judge.template", c) for c in sorted(extra)]
-    for key, column in wanted:
+    for key, column in config.input_keys():
         if column not in names:
             raise _missing_column(source, column, key, names)
     ids = id_texts(table.column(id_column))
-    empty = pc.indices_nonzero(_blank(ids)).to_pylist()
+    empty = pc.indices_nonzero(blank(ids)).to_pylist()
     if empty:
         rows = ", ".join(str(i + 1) for i in empty[:10]) + (" …" if len(empty) > 10 else "")
         raise DataError(
@@ -123,38 +96,6 @@ def check_table(table: pa.Table, config: JobConfig, source: str) -> pa.Array:
             "must be unique: answers are joined back by them."
         )
     return ids
-
-
-def _texts(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """A column as strings, nulls kept, chunks kept (no copy of a string column): Arrow's
-    cast for strings and integers, Python's ``str`` for the rest (so that 1.0 stays "1.0"
-    and NaN is empty, as before)."""
-    kind = column.type
-    if pa.types.is_string(kind):
-        return column
-    if pa.types.is_large_string(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind):
-        return column.cast(pa.string())
-    if pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type):
-        return column.cast(pa.string())
-    values = column.to_pylist()
-    return pa.array([None if v is None else _text(v) for v in values], pa.string())
-
-
-def _blank(texts: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """Which texts are null or only whitespace (as ``str.strip`` sees it), without copying
-    the texts."""
-    return pc.fill_null(pc.match_substring_regex(texts, _BLANK), True)
-
-
-def id_texts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Row ids as text (one string array): how they are named in custom_ids and errors."""
-    ids = pc.fill_null(_texts(column), "")
-    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-
-
-def text_values(column: pa.ChunkedArray | pa.Array) -> list[str]:
-    """A column as Python text, nulls (and NaN) as empty strings."""
-    return pc.fill_null(_texts(column), "").to_pylist()
 
 
 def custom_ids_for(ids: pa.Array) -> pa.Array:
@@ -237,6 +178,21 @@ class Requests:
         return self, {}
 
 
+class Sendable(Protocol):
+    """Rows to send: rendered into requests when their shard is sent (``Rows``), or
+    already rendered (``Requests``)."""
+
+    ids: pa.Array | pa.ChunkedArray
+
+    def __len__(self) -> int: ...
+
+    def slice(self, start: int, length: int) -> Sendable: ...
+
+    def select(self, custom_ids: pa.Array | pa.ChunkedArray | list[str]) -> Sendable: ...
+
+    def render(self) -> tuple[Requests, dict[str, str]]: ...
+
+
 class Renderer:
     """Turns rows into encoded chat requests for one model: the templates compiled once."""
 
@@ -247,7 +203,7 @@ class Renderer:
         fields = self.template.fields + (self.system.fields if self.system else [])
         self.columns = list(dict.fromkeys(fields))
         self.limit = config.batch.max_request_bytes
-        self.params = orjson.dumps(config.params)[1:-1]
+        self.params = orjson.dumps({**config.params, **config.kind_impl.body()})[1:-1]
 
     def render(self, table: pa.Table, custom_ids: list[str]) -> tuple[Requests, dict[str, str]]:
         """The requests of these rows, and the rows left out (custom_id -> why): a request
@@ -317,8 +273,8 @@ def _empty_prompts(table: pa.Table, template: Template) -> pa.Array:
     """Which rows have nothing in any of the template's columns (a mask)."""
     empty: Any = None
     for column in template.fields:
-        blank = _blank(_texts(table[column]))
-        empty = blank if empty is None else pc.and_(empty, blank)
+        none = blank(as_text(table[column]))
+        empty = none if empty is None else pc.and_(empty, none)
     if empty is None:
         return pa.array([False] * table.num_rows)
     return empty.combine_chunks() if isinstance(empty, pa.ChunkedArray) else empty
@@ -399,6 +355,41 @@ def within_limits(config: JobConfig, limits: Limits) -> JobConfig:
         return config
     batch = config.batch.model_copy(update={"max_requests": count, "max_bytes": size})
     return config.model_copy(update={"batch": batch})
+
+
+def render_shard(rows: Sendable, config: JobConfig) -> tuple[list[Requests], dict[str, str]]:
+    """A shard's requests rendered, and split by bytes into the batches that carry it (one,
+    unless ``batch.max_bytes`` needs more); and the rows left out, with why. What a run
+    sends for a shard and what ``tablebatch plan`` shows are this, the same way."""
+    requests, skipped = rows.render()
+    return requests.shards(config.batch.max_requests, config.batch.max_bytes), skipped
+
+
+def shard_rows(rows: Sendable, config: JobConfig) -> Iterator[tuple[int, Sendable]]:
+    """The shards of ``rows``: runs of ``batch.max_requests``, numbered from 0."""
+    size = config.batch.max_requests
+    for index, start in enumerate(range(0, len(rows), size)):
+        yield index, rows.slice(start, size)
+
+
+@dataclass
+class PlannedBatch:
+    """A batch a run would send: its name and its requests."""
+
+    name: str
+    requests: Requests
+
+
+def plan_batches(plan: Plan, config: JobConfig, attempt: int = 1) -> Iterator[PlannedBatch]:
+    """The batches a run sends for ``plan`` in an attempt, shard by shard, rendered and split
+    as the run's shards do; rows left out on the way are added to ``plan.skipped``."""
+    fingerprint = config.fingerprint(plan.model)
+    for index, rows in shard_rows(plan.rows, config):
+        pieces, skipped = render_shard(rows, config)
+        plan.skipped.update(skipped)
+        name = batch_name(config, "answer", fingerprint, attempt, index)
+        for piece, requests in enumerate(pieces):
+            yield PlannedBatch(piece_name(name, piece), requests)
 
 
 def shard(items: Requests, config: JobConfig) -> list[Requests]:

@@ -20,55 +20,14 @@ from contextvars import ContextVar
 from types import FrameType
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from tablebatch.api import Batch, BatchAPI
 from tablebatch.api.errors import WaitTimeoutError
-from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.errors import JobAborted
 from tablebatch.jobs.manage import CancelOutcome, open_batches, request_cancel, wait_ended
+from tablebatch.jobs.naming import stage_prefix
+from tablebatch.jobs.schema import JobConfig
 
 log = logging.getLogger("tablebatch.jobs")
-NOT_SENT = "cancelled: the run was stopped before this row was sent"
-
-
-def as_stopped(results: pa.Table, ids: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """The results of a stopped run: rows a cancel stopped (failed with a ``cancelled:``
-    error, however early the cancel came) and rows never sent (of ``ids``, with no result)
-    are ``cancelled``."""
-    stopped = pc.and_(
-        pc.equal(results["status"], "failed"),
-        pc.fill_null(pc.starts_with(results["error"], "cancelled:"), False),
-    )
-    status = pc.if_else(stopped, "cancelled", results["status"])
-    results = results.set_column(results.schema.get_field_index("status"), "status", status)
-    missing = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=results["custom_id"])))
-    if not len(missing):
-        return results
-    return pa.concat_tables([results, unsent(missing, results.schema)])
-
-
-def unsent(ids: pa.Array | pa.ChunkedArray, schema: pa.Schema | None = None) -> pa.Table:
-    """Results for the rows of a run stopped before it sent them: ``cancelled``, in the
-    columns of ``schema`` (by default a run's results: ``RESULT_SCHEMA`` and ``attempts``;
-    columns it has beyond those, such as where a spooled answer is, are null)."""
-    n = len(ids)
-    zeros = pa.array([0] * n, pa.int64())
-    values: dict[str, Any] = {
-        "custom_id": ids,
-        "status": pa.array(["cancelled"] * n, pa.string()),
-        "error": pa.array([NOT_SENT] * n),
-        "prompt_tokens": zeros,
-        "completion_tokens": zeros,
-        "attempts": zeros,
-    }
-    if schema is None:
-        from tablebatch.jobs.submit import RESULT_SCHEMA  # submit asks this module: not above
-
-        schema = RESULT_SCHEMA.append(pa.field("attempts", pa.int32()))
-    columns = [values.get(f.name, pa.nulls(n, f.type)).cast(f.type) for f in schema]
-    return pa.table(columns, schema=schema)
 
 
 _current: ContextVar[RunGuard | None] = ContextVar("tablebatch_run_guard", default=None)
@@ -85,12 +44,11 @@ def stopping() -> bool:
 def run_prefixes(config: JobConfig) -> list[str]:
     """The name prefixes of every batch a run of ``config`` may create (its job, stages
     and prompt fingerprints): how the run tells its batches from others."""
-    prefixes = [f"{config.name}--answer-{config.fingerprint(m)}--" for m in config.model_names]
-    if config.scoring == "judge" and config.judge is not None:
-        judge = config.judge.model
-        prefixes += [
-            f"{config.name}--judge-{config.fingerprint(judge, m)}--" for m in config.model_names
-        ]
+    models = config.model_names
+    prefixes = [stage_prefix(config.name, "answer", config.fingerprint(m)) for m in models]
+    second = config.kind_impl.second_stage()
+    if second is not None:
+        prefixes += [stage_prefix(config.name, second.stage, second.fingerprint(m)) for m in models]
     return prefixes
 
 

@@ -1,26 +1,26 @@
 """A job's batches on the API: find them, show how far they got, cancel them.
 
 A job names its batches ``<job>--<stage>-<fingerprint>--a<attempt>--s<shard>``
-(``tablebatch.jobs.submit.batch_name``), so the API alone knows what a job has
-running: no local file is read. The API's batch list (the seed's ``GET
+(``tablebatch.jobs.naming``), so the API alone knows what a job has running: no
+local file is read. The API's batch list (the seed's ``GET
 /v1/batches``, newest first, filtered by ``status`` at most; or a provider
 dialect's, through the same ``BatchAPI``) is paged to the end and the names are
-parsed, so this works against any server of the seed's shape.
+parsed, so this works against any server of the seed's shape. What the commands
+print of them is ``tablebatch.jobs.status_view``.
 
 What a run does with its own batches when it is stopped is ``tablebatch.jobs.guard``.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+import pyarrow.compute as pc
 import yaml
 
 from tablebatch.api import (
@@ -28,14 +28,14 @@ from tablebatch.api import (
     Batch,
     BatchAPI,
     ConflictError,
-    UnprocessableEntityError,
 )
-from tablebatch.jobs.config import JOB_NAME, JobConfig
+from tablebatch.api.models import BatchStatus
+from tablebatch.io import read_table, resolve
+from tablebatch.jobs.config import JobConfig, load_config, project_root
+from tablebatch.jobs.errors import ConfigError
+from tablebatch.jobs.naming import JOB_NAME, job_of, job_prefix
+from tablebatch.jobs.rows import default_output
 
-BATCH_NAME = re.compile(
-    r"^(?P<job>.+)--(?P<stage>[a-z]+)-(?P<fingerprint>[0-9a-f]{8})"
-    r"--a(?P<attempt>\d+)--s(?P<shard>\d+)$"
-)
 OPEN = ("created", "pending", "processing", "cancelling")  # not ended: may still cost
 RUNNING = ("created", "pending", "processing")  # may still answer requests
 
@@ -50,57 +50,17 @@ def is_open(batch: Batch) -> bool:
     return batch.status in ("created", "cancelling") or batch.pending_count > 0
 
 
-@dataclass(frozen=True)
-class BatchName:
-    """What a batch's name says: its job, stage, prompt fingerprint, attempt and shard."""
-
-    job: str
-    stage: str
-    fingerprint: str
-    attempt: int
-    shard: int
-
-
-def parse_batch_name(name: str) -> BatchName | None:
-    """The parts of a name tablebatch gave a batch; None for a batch it did not name."""
-    match = BATCH_NAME.match(name)
-    if match is None or not JOB_NAME.match(match["job"]):
-        return None
-    return BatchName(
-        match["job"],
-        match["stage"],
-        match["fingerprint"],
-        int(match["attempt"]),
-        int(match["shard"]),
-    )
-
-
 def iter_all_batches(
-    client: BatchAPI, status: str | None = None, name_prefix: str | None = None
+    client: BatchAPI, status: BatchStatus | None = None, name_prefix: str | None = None
 ) -> Iterator[Batch]:
     """Every batch on the API (of a status, whose name starts with ``name_prefix``), newest
-    first, in pages as large as it allows (a server refuses a page size over its limit at
-    once: then a smaller one, then its own). ``name_prefix`` is an extension of the local
-    server; the client applies it too, so a seed server that ignores it is still right."""
-    for size in (1000, 100, None):
-        seen = 0
-        try:
-            for batch in client.iter_batches(
-                status=status,  # type: ignore[arg-type]
-                name_prefix=name_prefix,
-                page_size=size,  # type: ignore[arg-type]
-            ):
-                seen += 1
-                yield batch
-            return
-        except UnprocessableEntityError:
-            if size is None or seen:
-                raise
+    first, in pages as large as it allows (the client learns how large)."""
+    return client.iter_batches(status=status, name_prefix=name_prefix, page_size=1000)
 
 
 def job_batches(client: BatchAPI, job: str) -> list[Batch]:
     """Every batch of ``job``, newest first."""
-    return [b for b in iter_all_batches(client, name_prefix=f"{job}--") if _job_of(b) == job]
+    return [b for b in iter_all_batches(client, name_prefix=job_prefix(job)) if _job_of(b) == job]
 
 
 def open_batches(client: BatchAPI, prefix: str, job: str | None = None) -> list[Batch]:
@@ -120,15 +80,11 @@ def open_batches(client: BatchAPI, prefix: str, job: str | None = None) -> list[
 
 def job_open_batches(client: BatchAPI, job: str) -> list[Batch]:
     """The batches of ``job`` that have not ended, newest first."""
-    return open_batches(client, f"{job}--", job)
+    return open_batches(client, job_prefix(job), job)
 
 
 def _job_of(batch: Batch) -> str | None:
-    parsed = parse_batch_name(batch.name)
-    return parsed.job if parsed else None
-
-
-# -- what the batches say ----------------------------------------------------------
+    return job_of(batch.name)
 
 
 def tokens(batch: Batch) -> int:
@@ -137,30 +93,6 @@ def tokens(batch: Batch) -> int:
     if usage is None:
         return 0
     return usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
-
-
-def age_s(batch: Batch, now: datetime | None = None) -> float | None:
-    """Seconds since the batch was created (None when the API does not say)."""
-    if batch.created_at is None:
-        return None
-    created = batch.created_at
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
-    return max(0.0, ((now or datetime.now(UTC)) - created).total_seconds())
-
-
-def short_age(seconds: float | None) -> str:
-    """``45s``, ``3m05s``, ``2h10m``, ``3d4h``."""
-    if seconds is None:
-        return "?"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 @dataclass
@@ -247,10 +179,6 @@ class OutputState:
 
 def output_state(path: str) -> OutputState:
     """What the output at ``path`` holds (nothing, when it is not written yet)."""
-    import pyarrow.compute as pc
-
-    from tablebatch.io import read_table
-
     if "://" not in path and not Path(path).exists():
         return OutputState(path)
     table = read_table(path)
@@ -369,19 +297,13 @@ class JobTarget:
         """Where its output goes (None without a config)."""
         if self.config is None:
             return None
-        from tablebatch.io import resolve
-
-        path = self.config.output.path or f"data/output/{self.config.name}.parquet"
-        return resolve(path, self.root)
+        return resolve(self.config.output.path or default_output(self.config.name), self.root)
 
 
 def find_job(arg: str, root: Path) -> JobTarget:
     """CONFIG|JOB: a config file (as given, or under the project folder ``root``), or a
     job's name — its config in ``<root>/configs/`` when one has that name, else the name
     alone (its batches are then looked up on the project's local server)."""
-    from tablebatch.jobs.config import load_config, project_root
-    from tablebatch.jobs.errors import ConfigError
-
     path = Path(arg).expanduser()
     candidates = [path] if path.is_absolute() else [path, root / path]
     for candidate in candidates:
@@ -403,134 +325,3 @@ def find_job(arg: str, root: Path) -> JobTarget:
         if isinstance(data, dict) and data.get("name") == arg:
             return JobTarget(arg, root, load_config(candidate), candidate)
     return JobTarget(arg, root)
-
-
-# -- what the commands print ------------------------------------------------------------------
-
-
-def status_header(width: int = 30) -> str:
-    """The header of a status table whose batch ids are ``width`` wide."""
-    return (
-        f"{'batch':<{width}}  {'stage':<15}  {'attempt':>7}  {'shard':>5}  {'status':<10}  "
-        f"{'done':>6}  {'failed':>6}  {'cancelled':>9}  {'pending':>7}  {'age':>6}  {'tokens':>9}"
-    )
-
-
-def id_width(batches: Iterable[Batch]) -> int:
-    """How wide the batch column must be for these ids (30 at least)."""
-    return max([30, *(len(b.id) for b in batches)])
-
-
-JOBS_HEADER = (
-    f"{'job':<24}  {'state':<10}  {'batches':>7}  {'statuses':<30}  {'requests':>8}  "
-    f"{'done':>8}  {'failed':>6}  {'pending':>8}  {'tokens':>10}  {'newest':>8}"
-)
-
-
-def in_order(batches: list[Batch]) -> list[Batch]:
-    """A job's batches for reading: by stage and prompt (the newest first), then attempt
-    and shard."""
-    newest: dict[tuple[str, str], datetime] = {}
-    keys = {}
-    lowest = datetime.min.replace(tzinfo=UTC)
-    for batch in batches:
-        parsed = parse_batch_name(batch.name)
-        group = (parsed.stage, parsed.fingerprint) if parsed else ("", batch.name)
-        keys[batch.id] = (group, (parsed.attempt, parsed.shard) if parsed else (0, 0))
-        newest[group] = max(newest.get(group, lowest), batch.created_at or lowest)
-    return sorted(
-        batches,
-        key=lambda b: (-newest[keys[b.id][0]].timestamp(), keys[b.id][0], keys[b.id][1]),
-    )
-
-
-def batch_row(batch: Batch, now: datetime | None = None) -> dict[str, Any]:
-    """A batch as one row of a status table."""
-    parsed = parse_batch_name(batch.name)
-    return {
-        "batch": batch.id,
-        "stage": f"{parsed.stage}-{parsed.fingerprint}" if parsed else batch.name,
-        "attempt": parsed.attempt if parsed else None,
-        "shard": parsed.shard if parsed else None,
-        "status": batch.status,
-        "done": batch.completed_count,
-        "failed": batch.failed_count,
-        "cancelled": batch.cancelled_count,
-        "pending": batch.pending_count,
-        "age": short_age(age_s(batch, now)),
-        "tokens": tokens(batch),
-    }
-
-
-def batch_line(batch: Batch, now: datetime | None = None, width: int = 30) -> str:
-    """A batch as one line under ``status_header(width)``."""
-    r = batch_row(batch, now)
-    return (
-        f"{r['batch']:<{width}}  {r['stage']:<15}  {r['attempt'] or '':>7}  "
-        f"{'' if r['shard'] is None else r['shard']:>5}  {r['status']:<10}  "
-        f"{r['done']:>6}  {r['failed']:>6}  {r['cancelled']:>9}  {r['pending']:>7}  "
-        f"{r['age']:>6}  {r['tokens']:>9,}"
-    )
-
-
-def status_lines(
-    target: JobTarget,
-    api: str,
-    batches: list[Batch],
-    output: OutputState | None = None,
-    now: datetime | None = None,
-) -> list[str]:
-    """What ``tablebatch status`` prints: the job's batches, their totals, its output
-    (``output``, read from the job's output path when not given)."""
-    now = now or datetime.now(UTC)
-    summary = JobSummary(target.name, batches)
-    lines = [f"{target.name} on {api}: {len(batches)} batch(es), {summary.state}"]
-    if batches:
-        width = id_width(batches)
-        lines.append("  " + status_header(width))
-        lines += ["  " + batch_line(batch, now, width) for batch in in_order(batches)]
-        lines.append(
-            f"  total: {summary.total('request')} requests: {summary.total('completed')} done, "
-            f"{summary.total('failed')} failed, {summary.total('cancelled')} cancelled, "
-            f"{summary.total('pending')} pending; {summary.tokens:,} tokens"
-        )
-    path = target.output_path
-    if path is None:
-        lines.append(f"  output: unknown (no config named {target.name} in {target.root}/configs)")
-        return lines
-    state = output or output_state(path)
-    if state.written_at is None:
-        lines.append(f"  output {path}: not written yet")
-        return lines
-    missing = ", ".join(
-        f"{n} {s}" for s, n in sorted(state.rows_by_status.items()) if s != "completed"
-    )
-    when = short_age((now - state.written_at).total_seconds())
-    lines.append(
-        f"  output {path}: {state.rows} rows, {state.answered} answered, {state.missing} "
-        f"missing{f' ({missing})' if missing else ''}; written {when} ago"
-    )
-    return lines
-
-
-def jobs_lines(
-    api: str, batches: list[Batch], status: str | None = None, now: datetime | None = None
-) -> list[str]:
-    """What ``tablebatch jobs`` prints: every job on the API, newest first."""
-    now = now or datetime.now(UTC)
-    jobs, foreign = group_jobs(batches)
-    which = f" with batches {status}" if status else ""
-    lines = [f"jobs on {api}{which}: {len(jobs)} job(s), {len(batches)} batch(es)"]
-    if jobs:
-        lines.append("  " + JOBS_HEADER)
-    for job in jobs:
-        newest = job.newest
-        age = short_age((now - newest).total_seconds()) if newest else "?"
-        lines.append(
-            f"  {job.job:<24}  {job.state:<10}  {len(job.batches):>7}  {job.statuses:<30}  "
-            f"{job.total('request'):>8}  {job.total('completed'):>8}  {job.total('failed'):>6}  "
-            f"{job.total('pending'):>8}  {job.tokens:>10,}  {age + ' ago':>8}"
-        )
-    if foreign:
-        lines.append(f"  ({foreign} batch(es) not named by tablebatch)")
-    return lines

@@ -1,7 +1,7 @@
 """Seconds spent per stage of a run, and the run's client time.
 
-Tasks run in threads of one process and overlap; each records its interval under
-the run's token. ``take`` sums each stage's task time and works out ``client``:
+Tasks run in threads of one process and overlap; each records its interval in the
+run's ``Timings``. ``take`` sums each stage's task time and works out ``client``:
 the wall time of the run less the spans in which it only waited for the server
 (a wait task running and no other stage), which is what tablebatch itself costs.
 """
@@ -12,25 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-_lock = threading.Lock()
-_runs: dict[str, list[tuple[str, float, float]]] = {}
-
-
-def add(run: str, stage: str, start: float, end: float) -> None:
-    """Record that ``stage`` of ``run`` ran from ``start`` to ``end`` (perf_counter)."""
-    with _lock:
-        _runs.setdefault(run, []).append((stage, start, end))
-
-
-@contextmanager
-def timed(run: str, stage: str) -> Iterator[None]:
-    """Record the block as time spent in ``stage`` of ``run``."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        add(run, stage, start, time.perf_counter())
 
 
 def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -61,19 +42,40 @@ def _minus(spans: list[tuple[float, float]], holes: list[tuple[float, float]]) -
     return total
 
 
-def take(run: str, total: float) -> dict[str, float]:
-    """Each stage's task seconds, the run's wall time (``total``) and ``client`` time;
-    the run's records are forgotten."""
-    with _lock:
-        records = _runs.pop(run, [])
-    out: dict[str, float] = {}
-    for stage, start, end in records:
-        out[stage] = out.get(stage, 0.0) + end - start
-    waits = _union([(s, e) for stage, s, e in records if stage == "wait"])
-    work = _union([(s, e) for stage, s, e in records if stage != "wait"])
-    only_waiting = _minus(waits, work)
-    out = {stage: round(seconds, 3) for stage, seconds in out.items()}
-    out["waiting_only"] = round(only_waiting, 3)
-    out["client"] = round(max(0.0, total - only_waiting), 3)
-    out["total"] = round(total, 3)
-    return out
+class Timings:
+    """The stage spans of one run, recorded from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[tuple[str, float, float]] = []
+
+    def add(self, stage: str, start: float, end: float) -> None:
+        """Record that ``stage`` ran from ``start`` to ``end`` (perf_counter)."""
+        with self._lock:
+            self._records.append((stage, start, end))
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Record the block as time spent in ``stage``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, start, time.perf_counter())
+
+    def take(self, total: float) -> dict[str, float]:
+        """Each stage's task seconds, the run's wall time (``total``) and ``client`` time;
+        the records are forgotten."""
+        with self._lock:
+            records, self._records = self._records, []
+        out: dict[str, float] = {}
+        for stage, start, end in records:
+            out[stage] = out.get(stage, 0.0) + end - start
+        waits = _union([(s, e) for stage, s, e in records if stage == "wait"])
+        work = _union([(s, e) for stage, s, e in records if stage != "wait"])
+        only_waiting = _minus(waits, work)
+        out = {stage: round(seconds, 3) for stage, seconds in out.items()}
+        out["waiting_only"] = round(only_waiting, 3)
+        out["client"] = round(max(0.0, total - only_waiting), 3)
+        out["total"] = round(total, 3)
+        return out

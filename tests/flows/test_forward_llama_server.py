@@ -179,7 +179,10 @@ def test_jobs_through_the_forwarder_to_a_real_model_server(front_end, project, m
         "properties": {"product": {"type": "string"}, "stars": {"type": "integer"}},
         "required": ["product", "stars"],
     }
-    notes = [("e1", "The Aeropress coffee maker is great. Five stars."), ("e2", "This Acme toaster burnt my bread. One star.")]
+    notes = [
+        ("e1", "The Aeropress coffee maker is great. Five stars."),
+        ("e2", "This Acme toaster burnt my bread. One star."),
+    ]
     config = project(
         {
             "name": "forwarded-extract",

@@ -11,8 +11,8 @@ import pytest
 from tablebatch.jobs.build import Requests, build_requests, check_table, custom_id_for, shard
 from tablebatch.jobs.config import parse_config
 from tablebatch.jobs.errors import DataError
-from tablebatch.jobs.results import ModelAnswers, join
-from tablebatch.jobs.submit import RESULT_SCHEMA, results_table
+from tablebatch.jobs.join import ModelAnswers, join
+from tablebatch.jobs.rows import RESULT_SCHEMA, results_table
 
 
 def _config(**changes: object):
@@ -185,7 +185,7 @@ def test_custom_ids_in_arrow_match_the_row_by_row_rule() -> None:
 
 
 def test_ids_of_any_column_type_read_as_before() -> None:
-    from tablebatch.jobs.build import id_texts
+    from tablebatch.jobs.text import id_texts
 
     assert id_texts(pa.array([1, 22, None])).to_pylist() == ["1", "22", ""]
     assert id_texts(pa.array([1.0, 2.5, float("nan")])).to_pylist() == ["1.0", "2.5", ""]
@@ -243,7 +243,7 @@ def test_progress_reports_at_most_every_so_often_and_at_the_end() -> None:
 
 def test_spooled_answers_join_chunk_by_chunk_as_in_memory(tmp_path) -> None:
     from tablebatch.io import read_table, table_writer
-    from tablebatch.jobs.results import join_chunks
+    from tablebatch.jobs.join import join_chunks
     from tablebatch.jobs.spool import Spool
 
     config = _config(gold_column="label")

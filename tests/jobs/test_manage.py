@@ -13,10 +13,9 @@ from tablebatch.jobs.manage import (
     iter_all_batches,
     job_batches,
     job_open_batches,
-    parse_batch_name,
-    short_age,
 )
-from tablebatch.jobs.submit import batch_name
+from tablebatch.jobs.naming import batch_name, parse_batch_name
+from tablebatch.jobs.status_view import short_age
 from tests.helpers import make_requests
 
 CONFIG = {

@@ -85,7 +85,8 @@ def test_a_shard_costs_the_fewest_calls_and_a_rerun_sends_nothing(server) -> Non
     """A fresh shard: one listing for the attempt, create, one check for a racing run,
     the adds, start, polls, one page of results. A re-run: the listing, the polls it needs
     (none: the batch has ended) and the results."""
-    from tablebatch.jobs.submit import batch_prefix, existing_batches, send_shard
+    from tablebatch.jobs.naming import batch_prefix
+    from tablebatch.jobs.submit import Shard, StageRun, existing_batches, send_shard
 
     calls: list[str] = []
     config = _config(max_requests=2500)
@@ -98,7 +99,9 @@ def test_a_shard_costs_the_fewest_calls_and_a_rerun_sends_nothing(server) -> Non
         client._http.event_hooks["request"].append(count)
         prefix = batch_prefix(config, "answer", "fp", 1)
         existing = existing_batches(client, prefix)
-        outcome = send_shard(client, config, rows, prefix + "s0000", "m", "answer", 1, existing)
+        shard = Shard(StageRun(config, "answer", "m", "fp"), 1, 0, rows, existing)
+        assert shard.name == prefix + "s0000"
+        outcome = send_shard(client, shard)
         assert outcome.sent == 2500 and outcome.results.num_rows == 2500
         posts = [c for c in calls if c.startswith("POST")]
         gets = [c for c in calls if c.startswith("GET")]
@@ -107,7 +110,7 @@ def test_a_shard_costs_the_fewest_calls_and_a_rerun_sends_nothing(server) -> Non
         assert sum(c.endswith("/results") for c in gets) == 1  # one page of 2,500 results
         calls.clear()
         existing = existing_batches(client, prefix)
-        again = send_shard(client, config, rows, prefix + "s0000", "m", "answer", 1, existing)
+        again = send_shard(client, Shard(shard.run, 1, 0, rows, existing))
         assert again.sent == 0 and again.results.num_rows == 2500
         assert [c.split("/")[-1] for c in calls] == ["batches", "results"]
 
@@ -119,7 +122,7 @@ def _started(client: BatchClient, name: str, n: int = 30):
 
 
 def test_one_listing_a_round_watches_every_batch_of_an_attempt(server_factory) -> None:
-    from tablebatch.jobs.submit import BatchWatcher
+    from tablebatch.jobs.watch import BatchWatcher
 
     server = server_factory(faults={"processing_rate": 400})  # 6 batches: ~0.5 s of work
     config = _config(poll_interval_s=0.05, max_poll_interval_s=0.05)
@@ -146,7 +149,7 @@ def test_one_listing_a_round_watches_every_batch_of_an_attempt(server_factory) -
 
 
 def test_a_server_that_ignores_the_prefix_is_polled_batch_by_batch(server) -> None:
-    from tablebatch.jobs.submit import BatchWatcher
+    from tablebatch.jobs.watch import BatchWatcher
 
     class NoPrefix(BatchClient):
         def list_batches(self, **params):
@@ -164,7 +167,7 @@ def test_a_server_that_ignores_the_prefix_is_polled_batch_by_batch(server) -> No
 
 def test_the_watcher_gives_up_after_max_wait(server_factory) -> None:
     from tablebatch.api import WaitTimeoutError
-    from tablebatch.jobs.submit import BatchWatcher
+    from tablebatch.jobs.watch import BatchWatcher
 
     server = server_factory(faults={"processing_delay_s": 30})
     config = _config(max_wait_s=0.3)

@@ -52,6 +52,7 @@ from tablebatch.api.dialects.onecall import Draft, OneCallApi
 from tablebatch.api.errors import BadRequestError, BatchApiError, ConflictError, NotFoundError
 from tablebatch.api.http import new_idempotency_key
 from tablebatch.api.models import Batch, BatchStatus, ErrorInfo
+from tablebatch.api.pages import Page
 from tablebatch.api.protocol import Limits
 from tablebatch.crash import crash_point
 
@@ -327,20 +328,18 @@ class AnthropicBatches(OneCallApi):
 
     def _list(self, page_size: int) -> Iterator[dict[str, Any]]:
         """Every message batch as Anthropic gives it, newest first."""
-        after: str | None = None
-        while True:
-            params = {"limit": min(page_size, LIST_PAGE), "after_id": after}
+
+        def fetch(after: str | None, limit: int | None) -> Page[Any]:
+            params = {"limit": min(limit or LIST_PAGE, LIST_PAGE), "after_id": after}
             page = self._json(self._request("GET", "/messages/batches", params=params))
             data = page.get("data") if isinstance(page, dict) else None
             if not isinstance(data, list):
                 raise BatchApiError("GET /messages/batches: the answer is not a list of batches.")
-            yield from data
-            last = page.get("last_id") or (data[-1].get("id") if data else None)
-            if not page.get("has_more"):
-                return
-            if not last or last == after:
-                raise BatchApiError("GET /messages/batches: the cursor did not move.")
-            after = last
+            more = bool(page.get("has_more"))
+            return Page.by_last_id(data, more, page.get("last_id"), "GET /messages/batches")
+
+        for page in self._pages(fetch, page_size, "GET /messages/batches"):
+            yield from page.items
 
     def _iter_sent(self, page_size: int) -> Iterator[Batch]:
         names = self.ledger.names()

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from tablebatch.api.client import encode_request
+from tablebatch.api.adding import encode_request
 from tablebatch.api.errors import BatchApiError
 from tablebatch.api.models import BatchStatus
 

@@ -37,6 +37,7 @@ from tablebatch.api.dialects.onecall import Draft, OneCallApi
 from tablebatch.api.errors import BadRequestError, BatchApiError, ConflictError
 from tablebatch.api.http import new_idempotency_key
 from tablebatch.api.models import CHAT_COMPLETIONS, Batch, BatchStatus, ErrorInfo, Usage
+from tablebatch.api.pages import Page
 from tablebatch.api.protocol import Limits
 from tablebatch.crash import crash_point
 
@@ -179,21 +180,16 @@ class OpenAIBatches(OneCallApi):
         return batch
 
     def _iter_sent(self, page_size: int) -> Iterator[Batch]:
-        after: str | None = None
-        while True:
-            params = {"limit": min(page_size, LIST_PAGE), "after": after}
+        def fetch(after: str | None, limit: int | None) -> Page[Any]:
+            params = {"limit": min(limit or LIST_PAGE, LIST_PAGE), "after": after}
             page = self._json(self._request("GET", "/batches", params=params))
             data = page.get("data") if isinstance(page, dict) else None
             if not isinstance(data, list):
                 raise BatchApiError("GET /batches: the answer is not a list of batches.")
-            for raw in data:
-                yield self._batch(raw)
-            if not page.get("has_more"):
-                return
-            last = data[-1].get("id") if data else None
-            if not last or last == after:
-                raise BatchApiError("GET /batches: the cursor did not move (has_more, no items).")
-            after = last
+            return Page.by_last_id(data, bool(page.get("has_more")), what="GET /batches")
+
+        for page in self._pages(fetch, page_size, "GET /batches"):
+            yield from (self._batch(raw) for raw in page.items)
 
     def _find_sent(self, name: str | None = None, prefix: str | None = None) -> list[Batch]:
         """The batches named ``name`` (or whose name starts with ``prefix``) in their

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tablebatch.api.client import DEFAULT_BYTES_PER_CALL, DEFAULT_REQUESTS_PER_CALL, chunk_requests
+from tablebatch.api.adding import DEFAULT_BYTES_PER_CALL, DEFAULT_REQUESTS_PER_CALL, AddsInCalls
 from tablebatch.api.dialects.common import (
     IdCodec,
     cancelled,
@@ -46,17 +46,14 @@ from tablebatch.api.dialects.common import (
     unique,
 )
 from tablebatch.api.errors import (
-    APIConnectionError,
-    APIStatusError,
     AuthenticationError,
     BatchApiError,
-    outcome_unknown,
     status_error,
 )
 from tablebatch.api.http import HttpApi, new_idempotency_key
 from tablebatch.api.models import Batch, BatchStatus, ErrorInfo
+from tablebatch.api.pages import Page
 from tablebatch.api.protocol import AddResult, Limits
-from tablebatch.crash import crash_point
 
 log = logging.getLogger("tablebatch.api")
 
@@ -76,7 +73,7 @@ GRPC_CODES = {  # google.rpc.Code numbers, as a failed request's error carries t
 }
 
 
-class XaiBatches(HttpApi):
+class XaiBatches(AddsInCalls, HttpApi):
     """The job's Batch API over xAI's REST batches (``base_url`` e.g. ``https://api.x.ai/v1``)."""
 
     provider = "xai"
@@ -176,25 +173,21 @@ class XaiBatches(HttpApi):
         """A batch and its counts."""
         return self._batch(self._json(self._request("GET", f"/batches/{batch_id}")))
 
-    def _pages(self, path: str, key: str, page_size: int) -> Iterator[list[Any]]:
+    def _lists(self, path: str, key: str, page_size: int) -> Iterator[list[Any]]:
         """The items under ``key`` of every page of a list, following ``pagination_token``."""
-        token: str | None = None
-        seen: set[str] = set()
-        while True:
-            params = {"limit": min(page_size, MAX_PAGE), "pagination_token": token}
+
+        def fetch(token: str | None, limit: int | None) -> Page[Any]:
+            params = {"limit": min(limit or MAX_PAGE, MAX_PAGE), "pagination_token": token}
             page = self._json(self._request("GET", path, params=params))
             items = page.get(key) if isinstance(page, dict) else None
             if items is None and isinstance(page, dict) and not page.get("pagination_token"):
                 items = []  # an empty list may be left out
             if not isinstance(items, list):
                 raise BatchApiError(f"GET {path}: the answer has no list {key!r}.")
-            yield items
-            token = page.get("pagination_token") or None
-            if token is None:
-                return
-            if token in seen:
-                raise BatchApiError(f"GET {path}: the pagination_token repeats {token!r}.")
-            seen.add(token)
+            return Page(items, page.get("pagination_token") or None)
+
+        for page in self._pages(fetch, page_size, f"GET {path}"):
+            yield page.items
 
     def iter_batches(
         self,
@@ -207,7 +200,7 @@ class XaiBatches(HttpApi):
         """Every batch (of a status, of exactly this name, whose name starts with
         ``name_prefix``), newest first (xAI filters nothing: the names are matched here)."""
         if name is None and name_prefix is None:
-            for items in self._pages("/batches", "batches", page_size):
+            for items in self._lists("/batches", "batches", page_size):
                 for raw in items:
                     batch = self._listed(raw)
                     if status is None or batch.status == status:
@@ -215,7 +208,7 @@ class XaiBatches(HttpApi):
             return
         found = [
             self._listed(raw)
-            for items in self._pages("/batches", "batches", page_size)
+            for items in self._lists("/batches", "batches", page_size)
             for raw in items
             if isinstance(raw, dict)
             and isinstance(raw.get("name"), str)
@@ -257,7 +250,7 @@ class XaiBatches(HttpApi):
         """The custom_ids the batch holds (from its request metadata)."""
         ids: set[str] = set()
         path = f"/batches/{batch_id}/requests"
-        for items in self._pages(path, "batch_request_metadata", MAX_PAGE):
+        for items in self._lists(path, "batch_request_metadata", MAX_PAGE):
             for item in items:
                 if isinstance(item, dict) and isinstance(item.get("batch_request_id"), str):
                     ids.add(self.ids.decode(item["batch_request_id"]))
@@ -286,42 +279,13 @@ class XaiBatches(HttpApi):
             )
             for custom_id, body in decoded
         ]
-        for chunk in chunk_requests(encoded, self.max_requests_per_call, self.max_bytes_per_call):
-            self._add_chunk(batch_id, chunk, result)
-            crash_point("mid-add")
-        return result
+        return self._add_in_calls(batch_id, encoded, result)
 
-    def _add_chunk(self, batch_id: str, chunk: list[tuple[str, bytes]], result: AddResult) -> None:
-        path = f"/batches/{batch_id}/requests"
-        pending = chunk
-        started = self._clock()
-        attempt = 0
-        while pending:
-            attempt += 1
-            payload = b'{"batch_requests":[' + b",".join(item for _, item in pending) + b"]}"
-            try:
-                result.calls += 1
-                self._request(
-                    "POST",
-                    path,
-                    content=payload,
-                    idempotency_key=new_idempotency_key(),
-                    repeat_if_maybe_sent=False,
-                )
-            except (APIConnectionError, APIStatusError) as exc:
-                if not outcome_unknown(exc):
-                    raise
-                self._wait_before_retry(
-                    "POST", path, exc, attempt, started, getattr(exc, "retry_after", None)
-                )
-                log.info("adding to %s: %s; checking what the batch holds", batch_id, exc)
-                present = self.request_ids(batch_id)
-                before = len(pending)
-                pending = [item for item in pending if item[0] not in present]
-                result.already_present += before - len(pending)
-            else:
-                result.added += len(pending)
-                return
+    def _wrap(self, items: list[bytes]) -> bytes:
+        return b'{"batch_requests":[' + b",".join(items) + b"]}"
+
+    def _held(self, batch_id: str) -> set[str]:
+        return self.request_ids(batch_id)
 
     # -- results -------------------------------------------------------------------
 
@@ -353,6 +317,6 @@ class XaiBatches(HttpApi):
         self, batch_id: str, *, page_size: int = 1000
     ) -> Iterator[list[dict[str, Any]]]:
         """Every result of the batch, in pages as xAI gives them."""
-        for items in self._pages(f"/batches/{batch_id}/results", "results", page_size):
+        for items in self._lists(f"/batches/{batch_id}/results", "results", page_size):
             if items:
                 yield [self._result(raw, batch_id) for raw in items]

@@ -1,0 +1,156 @@
+"""The attempts of one stage for one model: every row in shards, then the rows that failed
+again, up to ``batch.max_attempts``, within an error budget.
+
+Plain Python: a shard is sent by the callable the caller gives (``SendShard``: the
+flow gives a Prefect task's ``submit``, a test a thread pool's), which returns
+something with a ``result()``. At most ``batch.concurrency`` shards are in flight, so
+that rendered requests and polls stay bounded however many rows there are.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tablebatch.api import BatchAPI
+from tablebatch.jobs.build import Sendable, shard_rows
+from tablebatch.jobs.guard import stopping
+from tablebatch.jobs.naming import batch_prefix
+from tablebatch.jobs.progress import Progress
+from tablebatch.jobs.rows import ATTEMPTS, RUN_SCHEMA, stopped_mask
+from tablebatch.jobs.submit import Shard, ShardOutcome, StageRun, existing_batches
+from tablebatch.jobs.watch import BatchWatcher
+
+
+class Pending(Protocol):
+    """A shard being sent (a Prefect future, a ``concurrent.futures.Future``)."""
+
+    def result(self) -> ShardOutcome: ...
+
+
+SendShard = Callable[[BatchAPI, Shard], Pending]
+ProgressFor = Callable[[StageRun, int, int], Progress]  # (stage, attempt, rows) -> its display
+
+
+class Systemic(Exception):
+    """Too many requests of an attempt failed at the API: the job stops instead of retrying
+    them row by row. ``outcome`` holds what was answered so far."""
+
+    def __init__(self, message: str, outcome: StageOutcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+@dataclass
+class StageOutcome:
+    """The results of every row of a stage for one model (``RUN_SCHEMA``, the newest
+    attempt winning), its batches, and how many requests were sent now and found already
+    on the API."""
+
+    results: pa.Table
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    sent: int = 0
+    found: int = 0
+
+
+def check_budget(budget: float, attempt: pa.Table) -> None:
+    """``Systemic`` when more than ``budget`` of an attempt's requests failed at the API
+    (rows stopped by a cancel, and invalid answers, are no sign of a systemic failure)."""
+    failed = attempt.filter(
+        pc.and_(pc.equal(attempt["status"], "failed"), pc.invert(stopped_mask(attempt)))
+    )
+    sent = attempt.num_rows
+    if not failed.num_rows or failed.num_rows <= budget * sent:
+        return
+    if failed.num_rows < 10 and failed.num_rows < sent:
+        return  # too few to tell a pattern from bad luck
+    counts = pc.value_counts(pc.fill_null(failed["error"], "no error text")).to_pylist()
+    top = max(counts, key=lambda c: c["counts"])
+    raise Systemic(
+        f"{failed.num_rows} of {sent} requests failed ({failed.num_rows / sent:.0%}, over "
+        f"batch.error_budget {budget:.0%}); the most common error, in {top['counts']} row(s): "
+        f"{top['values']!r}. This looks systemic, so the job stops instead of retrying row by "
+        "row: fix the cause (model name, API key, quota, prompt) and run again. Answered rows "
+        "are kept and will not be sent again."
+    )
+
+
+def merge(final: pa.Table | None, attempt: pa.Table) -> pa.Table:
+    """Results so far, the newest attempt winning for the rows it holds."""
+    if final is None:
+        return attempt
+    older = final.filter(pc.invert(pc.is_in(final["custom_id"], value_set=attempt["custom_id"])))
+    return pa.concat_tables([older, attempt])
+
+
+def to_retry(results: pa.Table, retry_invalid: bool) -> pa.Array | pa.ChunkedArray:
+    """The custom_ids an attempt sends again: failed rows, and invalid answers when the
+    kind retries them."""
+    again = pc.equal(results["status"], "failed")
+    if retry_invalid:
+        again = pc.or_(again, pc.equal(results["status"], "invalid"))
+    return results.filter(again)["custom_id"]
+
+
+def run_attempts(
+    client: BatchAPI,
+    run: StageRun,
+    items: Sendable,
+    send: SendShard,
+    progress_for: ProgressFor | None = None,
+    log: Callable[[str], None] | None = None,
+) -> StageOutcome:
+    """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``.
+
+    Rows of a batch that was cancelled while this run waited are ``cancelled`` and not
+    sent again (someone meant to stop them); rows of a batch found already cancelled are
+    sent again. A stopped run starts no further shard or attempt. Raises ``Systemic`` (with
+    the outcome so far) past the error budget."""
+    config = run.config
+    outcome = StageOutcome(RUN_SCHEMA.empty_table())
+    final: pa.Table | None = None
+    pending: Sendable = items
+    for attempt in range(1, config.batch.max_attempts + 1):
+        if not len(pending):
+            break
+        prefix = batch_prefix(config, run.stage, run.fingerprint, attempt)
+        existing = existing_batches(client, prefix)
+        progress = progress_for(run, attempt, len(pending)) if progress_for else None
+        watcher = BatchWatcher(client, prefix, config)
+        window: deque[Pending] = deque()
+        done: list[ShardOutcome] = []
+        for index, rows in shard_rows(pending, config):
+            if index and stopping():  # a stopped run sends no further shard
+                break
+            if len(window) >= config.batch.concurrency:
+                done.append(window.popleft().result())
+            shard = Shard(run, attempt, index, rows, existing, progress, watcher)
+            window.append(send(client, shard))
+        while window:
+            done.append(window.popleft().result())
+        if progress is not None:
+            progress.finish()
+        for shard in done:
+            outcome.batches.extend(shard.batches)
+            outcome.sent += shard.sent
+            outcome.found += shard.found
+        now = pa.concat_tables([s.results for s in done])
+        now = now.append_column(ATTEMPTS, pa.array([attempt] * now.num_rows, pa.int32()))
+        final = merge(final, now)
+        outcome.results = final
+        try:
+            check_budget(config.batch.error_budget, now)
+        except Systemic as exc:
+            raise Systemic(str(exc), outcome) from None
+        again = to_retry(now, run.kind.retry_invalid)
+        if not len(again) or stopping():  # a stopped run starts no further attempt
+            break
+        pending = pending.select(again)
+        if attempt < config.batch.max_attempts and log is not None:
+            log(f"{len(again)} row(s) failed; attempt {attempt + 1} sends them again")
+    return outcome

@@ -1,0 +1,122 @@
+"""Joining answers back onto the rows: every input row exactly once per model, in input
+order, with its input columns, the answer columns and its kind's columns. Errors are data:
+a failed or skipped row has its status and error, not a gap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tablebatch.jobs.build import Plan
+from tablebatch.jobs.kinds import Chunk
+from tablebatch.jobs.rows import ATTEMPTS, OUTPUT_COLUMNS, input_columns, no_answer
+from tablebatch.jobs.schema import JobConfig
+from tablebatch.jobs.spool import Spool, text_column
+
+JOIN_ROWS = 50_000  # input rows joined and written at a time
+
+
+@dataclass
+class ModelAnswers:
+    """The final result of every row for one model, after all attempts (Arrow tables with
+    the columns of ``RESULT_SCHEMA`` plus ``attempts``; ``second`` for a second stage's)."""
+
+    plan: Plan
+    results: pa.Table
+    second: pa.Table | None = None
+    spool: Spool | None = None  # where the texts of spooled results are
+
+    def with_skipped(self) -> pa.Table:
+        """The results and a row per skipped row (status ``skipped``, why in ``error``)."""
+        if not self.plan.skipped:
+            return self.results
+        ids = pa.array(list(self.plan.skipped), pa.string())
+        reasons = list(self.plan.skipped.values())
+        schema = self.results.schema
+        extra = no_answer(ids, "skipped", "skipped", reasons, schema=schema)
+        return pa.concat_tables([self.results, extra])
+
+    def second_answers(self) -> dict[str, str | None] | None:
+        """The second stage's answer per custom_id (None where it failed), if there is one."""
+        if self.second is None:
+            return None
+        texts = text_column(self.second, "answer", self.spool).to_pylist()
+        ok = [s == "completed" for s in self.second["status"].to_pylist()]
+        ids = self.second["custom_id"].to_pylist()
+        return {c: t if good else None for c, t, good in zip(ids, texts, ok, strict=True)}
+
+
+def output_types(config: JobConfig) -> dict[str, pa.DataType]:
+    """The columns the job adds to the input's, in order, with their types."""
+    return OUTPUT_COLUMNS | config.kind_impl.columns
+
+
+def _answer_columns(answers: ModelAnswers, results: pa.Table, position: pa.Array) -> pa.Table:
+    """The answer columns of some input rows: ``position`` is each row's index among
+    ``results`` (null for a row with no result), so this is one take, no sort."""
+    joined = results.take(position)
+    lost = pc.is_null(joined["status"])
+    columns = {
+        "answer": text_column(joined, "answer", answers.spool),
+        "status": pc.if_else(lost, "failed", joined["status"]),
+        "error": pc.if_else(lost, "no result was collected for this row", joined["error"]),
+        "batch_id": text_column(joined, "batch_id", answers.spool),
+        "attempts": pc.fill_null(joined["attempts"], 0),
+        "prompt_tokens": pc.fill_null(joined["prompt_tokens"], 0),
+        "completion_tokens": pc.fill_null(joined["completion_tokens"], 0),
+    }
+    return pa.table({k: v.cast(OUTPUT_COLUMNS[k]) for k, v in columns.items()})
+
+
+def _typed(values: Any, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values.cast(kind)
+    return pa.array(values, type=kind)
+
+
+def join_chunks(
+    table: pa.Table,
+    config: JobConfig,
+    per_model: Sequence[ModelAnswers],
+    rows: int = JOIN_ROWS,
+) -> Iterator[pa.Table]:
+    """The output table a chunk of input rows at a time: input columns + answer columns +
+    the kind's, one row per input row and model, in input order. Spooled answers are read
+    back chunk by chunk, so the whole output is never in memory."""
+    kind = config.kind_impl
+    types = output_types(config)
+    inputs = input_columns(table, set(types))
+    prepared = []
+    for answers in per_model:
+        results = answers.with_skipped()
+        if "attempts" not in results.column_names:
+            results = results.append_column(ATTEMPTS, pa.nulls(results.num_rows, pa.int32()))
+        position = pc.index_in(answers.plan.custom_ids, value_set=results["custom_id"])
+        prepared.append((answers, results, position, answers.second_answers()))
+    for start in range(0, max(table.num_rows, 1), rows):
+        parts = []
+        for answers, results, position, second in prepared:
+            base = _answer_columns(answers, results, position.slice(start, rows))
+            custom_ids = answers.plan.custom_ids.slice(start, rows)
+            chunk = Chunk(table.slice(start, rows), base, custom_ids, answers.plan.model, second)
+            part = inputs.slice(start, rows)
+            for name in base.column_names:
+                part = part.append_column(name, base[name])
+            for name, values in kind.output(chunk).items():
+                part = part.append_column(name, _typed(values, types[name]))
+            parts.append(part)
+        if len(parts) == 1:
+            yield parts[0]
+            continue
+        n = parts[0].num_rows
+        order = [k * n + i for i in range(n) for k in range(len(parts))]
+        yield pa.concat_tables(parts).take(pa.array(order, pa.int64()))
+
+
+def join(table: pa.Table, config: JobConfig, per_model: Sequence[ModelAnswers]) -> pa.Table:
+    """The whole output table at once (``join_chunks`` joined)."""
+    return pa.concat_tables(list(join_chunks(table, config, per_model)))

@@ -1,0 +1,153 @@
+"""A job's stages end to end: each model's answers, then (where the kind has one) the second
+stage over them, under the run's guard. Plain Python, given how to plan a model's rows
+and how to send a shard (the flow gives Prefect tasks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from tablebatch.api import BatchAPI, Limits, WaitTimeoutError
+from tablebatch.jobs.attempts import ProgressFor, SendShard, StageOutcome, Systemic, run_attempts
+from tablebatch.jobs.build import Plan, within_limits
+from tablebatch.jobs.guard import RunGuard
+from tablebatch.jobs.join import ModelAnswers
+from tablebatch.jobs.rows import as_stopped, unsent
+from tablebatch.jobs.schema import JobConfig
+from tablebatch.jobs.spool import Spool
+from tablebatch.jobs.submit import StageRun
+from tablebatch.jobs.timing import Timings
+
+PlanFor = Callable[[str], Plan]  # a model -> what to send it
+LOCAL_POLL_S = (0.1, 1.0)  # first and longest poll interval against the run's own server
+
+
+def run_settings(config: JobConfig, limits: Limits, local: bool) -> JobConfig:
+    """The config as the run sends it: batches within the API's limits and, against the
+    run's own local server, polls as often as it answers."""
+    if local:
+        first, longest = LOCAL_POLL_S
+        polls = {
+            "poll_interval_s": min(config.batch.poll_interval_s, first),
+            "max_poll_interval_s": min(config.batch.max_poll_interval_s, longest),
+        }
+        config = config.model_copy(update={"batch": config.batch.model_copy(update=polls)})
+    return within_limits(config, limits)
+
+
+@dataclass
+class JobOutcome:
+    """What the run's stages came to: every model's answers, the batches, the requests sent
+    now and found already on the API, and why the run stopped early (a systemic failure)."""
+
+    per_model: list[ModelAnswers] = field(default_factory=list)
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    sent: int = 0
+    found: int = 0
+    stopped: str | None = None
+
+    def add(self, stage: StageOutcome) -> None:
+        """Count a stage's batches and requests."""
+        self.batches.extend(stage.batches)
+        self.sent += stage.sent
+        self.found += stage.found
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests sent by this run, and requests found already on the API (not paid again)."""
+        return {"sent": self.sent, "found": self.found}
+
+
+@dataclass
+class JobRun:
+    """What the stages of one run share."""
+
+    client: BatchAPI
+    config: JobConfig  # the run's (within the API's limits)
+    guard: RunGuard
+    send: SendShard
+    spool: Spool | None = None
+    timings: Timings = field(default_factory=Timings)
+    progress_for: ProgressFor | None = None
+    log: Callable[[str], None] | None = None
+
+    def stage(self, stage: str, model: str, fingerprint: str) -> StageRun:
+        """The run of one stage for one model."""
+        return StageRun(self.config, stage, model, fingerprint, self.spool, self.timings)  # type: ignore[arg-type]
+
+    def attempts(self, run: StageRun, items: Any) -> StageOutcome:
+        """Every attempt of one stage."""
+        return run_attempts(self.client, run, items, self.send, self.progress_for, self.log)
+
+
+def run_stages(job: JobRun, table: pa.Table, plan_for: PlanFor) -> JobOutcome:
+    """Send every model's requests, then the second stage's; a stopped run (the guard) ends
+    with its answered rows, the others ``cancelled``; a systemic failure ends the stages."""
+    config, guard = job.config, job.guard
+    outcome = JobOutcome()
+    for model in config.model_names:
+        plan = plan_for(model)
+        if guard.aborted:  # stopped before anything was sent
+            outcome.per_model.append(ModelAnswers(plan, unsent(plan.rows.ids), spool=job.spool))
+            break
+        try:
+            stage = job.attempts(job.stage("answer", model, config.fingerprint(model)), plan.rows)
+        except Systemic as exc:
+            outcome.stopped = str(exc)
+            stage = exc.outcome or StageOutcome(unsent(plan.rows.ids))
+        outcome.add(stage)
+        results = stage.results
+        if guard.aborted:  # rows stopped by its cancel, or never sent: cancelled
+            results = as_stopped(results, plan.rows.ids)
+        outcome.per_model.append(ModelAnswers(plan, results, spool=job.spool))
+        if outcome.stopped or guard.aborted:
+            return outcome
+    second = config.kind_impl.second_stage()
+    if second is None:
+        return outcome
+    for index, answers in enumerate(outcome.per_model):
+        if guard.aborted:
+            break
+        items = second.requests(table, answers, index)
+        run = job.stage(second.stage, second.model, second.fingerprint(answers.plan.model))
+        stage = job.attempts(run, items)
+        outcome.add(stage)
+        answers.second = second.results(stage.results, index)
+    return outcome
+
+
+def timeout_message(
+    config: JobConfig, exc: WaitTimeoutError, guard: RunGuard, config_arg: str
+) -> str:
+    """Which batch the run gave up on, what ``batch.on_timeout`` did, and how to go on."""
+    batch = exc.batch
+    ended = batch.completed_count + batch.failed_count
+    head = (
+        f"{config.name}: batch {batch.id} ({batch.name}) is still {batch.status} after "
+        f"{exc.waited_s:.0f} s (batch.max_wait_s), with {ended} of {batch.request_count} "
+        "requests ended."
+    )
+    outcome = guard.timeout_outcome
+    if guard.cancel_error is not None:
+        return (
+            f"{head} batch.on_timeout is cancel, but cancelling the run's batches failed "
+            f"({guard.cancel_error}): they may go on; stop them with tablebatch cancel "
+            f"{config.name}, or collect them with tablebatch run {config_arg}"
+        )
+    if outcome is None:  # batch.on_timeout: keep
+        return (
+            f"{head} It goes on on the server (batch.on_timeout: keep); to collect it and "
+            f"finish the job, run the same job again: tablebatch run {config_arg} "
+            f"(tablebatch status {config.name} shows how far it got)"
+        )
+    still = outcome.not_ended
+    later = f" ({len(still)} still cancelling: tablebatch status {config.name})" if still else ""
+    return (
+        f"{head} batch.on_timeout is cancel: {len(outcome.batches)} batch(es) of the run were "
+        f"cancelled{later}; {outcome.answered} row(s) answered are kept on the API, "
+        f"{outcome.stopped} were stopped. To collect the answered rows and send only the rest, "
+        f"run the same job again: tablebatch run {config_arg}"
+    )

@@ -1,0 +1,127 @@
+"""The report of a finished run: counts, tokens, batches and attempts for every job, and
+its kind's section (``Kind.report``); as data (written as JSON), as markdown (a Prefect
+artifact) and as the summary printed on the terminal."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tablebatch.jobs.join import output_types
+from tablebatch.jobs.kinds import KINDS, Kind
+from tablebatch.jobs.schema import JobConfig
+
+LONG_TEXTS = ("answer", "error", "batch_id")  # output texts the report does not keep
+
+
+def report_columns(chunk: pa.Table, config: JobConfig) -> pa.Table:
+    """What the report needs of an output chunk: the output columns but no long text (the
+    kind keeps small stand-ins, e.g. a summary's word count), so that a million rows of it
+    stay small."""
+    kind = config.kind_impl
+    drop = {*LONG_TEXTS, *kind.long_columns()}
+    keep = [n for n in output_types(config) if n in chunk.column_names and n not in drop]
+    slim = chunk.select(keep)
+    for name, values in kind.slim(chunk).items():
+        slim = slim.append_column(name, values)
+    return slim
+
+
+def _counts(column: pa.ChunkedArray) -> dict[Any, int]:
+    """How often each value occurs (nulls left out), counted in Arrow."""
+    return {
+        c["values"]: c["counts"]
+        for c in pc.value_counts(column).to_pylist()
+        if c["values"] is not None
+    }
+
+
+def build_report(
+    config: JobConfig,
+    table: pa.Table,
+    output: pa.Table,
+    batches: list[dict[str, Any]],
+    output_path: str,
+    requests: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Counts, tokens, batches, attempts and the kind's metrics of a finished run
+    (``output``: the report's columns of every output row; ``requests``: what the run sent
+    and what it found already on the API)."""
+    report: dict[str, Any] = {
+        "job": config.name,
+        "kind": config.kind,
+        "models": config.model_names,
+        "output": output_path,
+        "input_rows": table.num_rows,
+        "output_rows": output.num_rows,
+        "rows_by_status": _counts(output.column("status")),
+        "tokens": {
+            "prompt": pc.sum(output.column("prompt_tokens")).as_py() or 0,
+            "completion": pc.sum(output.column("completion_tokens")).as_py() or 0,
+        },
+        "attempts": {str(k): v for k, v in sorted(_counts(output.column("attempts")).items())},
+        "batches": batches,
+    }
+    if requests is not None:
+        report["requests"] = requests
+    report |= config.kind_impl.report(table, output)
+    return report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown, for the Prefect artifact and the terminal."""
+    lines = [
+        f"# {report['job']} ({report['kind']})",
+        "",
+        f"Output: `{report['output']}` — {report['output_rows']} rows from "
+        f"{report['input_rows']} input rows.",
+        "",
+        "| status | rows |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in sorted(report["rows_by_status"].items())],
+        "",
+        f"Tokens: {report['tokens']['prompt']} prompt, {report['tokens']['completion']} "
+        f"completion. Attempts: "
+        + ", ".join(f"{v} row(s) in {k}" for k, v in report["attempts"].items())
+        + f". Batches: {len(report['batches'])}.",
+    ]
+    kind = _kind(report)
+    if kind is not None:
+        lines += kind.markdown(report)
+    return "\n".join(lines) + "\n"
+
+
+def _kind(report: dict[str, Any]) -> type[Kind] | None:
+    """The report's kind (None when it is not registered here)."""
+    return KINDS.get(report.get("kind", ""))
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """The run's summary for the terminal: rows, tokens, batches, its kind's headline
+    metrics, and where the output and the report are."""
+    by_status = ", ".join(f"{v} {k}" for k, v in sorted(report["rows_by_status"].items()))
+    lines = [
+        f"{report['job']}: {report['output_rows']} rows ({by_status}); "
+        f"{report['tokens']['prompt'] + report['tokens']['completion']} tokens in "
+        f"{len(report['batches'])} batch(es)",
+    ]
+    kind = _kind(report)
+    if kind is not None:
+        lines += kind.summary(report)
+    lines.append(f"  output: {report['output']}")
+    lines.append(f"  report: {report['output']}.report.json")
+    if os.path.exists(f"{report['output']}.report.html"):
+        lines.append(f"  html:   {report['output']}.report.html")
+    return "\n".join(lines)
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report as rows of a table (the kind's, else rows by status)."""
+    kind = _kind(report)
+    rows = kind.table_rows(report) if kind is not None else None
+    if rows is not None:
+        return rows
+    return [{"status": k, "rows": v} for k, v in sorted(report["rows_by_status"].items())]
