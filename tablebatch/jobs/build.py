@@ -197,13 +197,16 @@ class Renderer:
     """Turns rows into encoded chat requests for one model: the templates compiled once."""
 
     def __init__(self, config: JobConfig, model: str) -> None:
+        kind = config.kind_impl
         self.model = model
         self.template = Template(config.prompt.template)
         self.system = Template(config.prompt.system) if config.prompt.system else None
+        self.filled = kind.placeholders()  # placeholders the kind fills, the same in every row
         fields = self.template.fields + (self.system.fields if self.system else [])
-        self.columns = list(dict.fromkeys(fields))
+        self.columns = [f for f in dict.fromkeys(fields) if f not in self.filled]
+        self.examples = kind.example_messages()
         self.limit = config.batch.max_request_bytes
-        self.params = orjson.dumps({**config.params, **config.kind_impl.body()})[1:-1]
+        self.params = orjson.dumps({**config.params, **kind.body()})[1:-1]
 
     def render(self, table: pa.Table, custom_ids: list[str]) -> tuple[Requests, dict[str, str]]:
         """The requests of these rows, and the rows left out (custom_id -> why): a request
@@ -214,8 +217,8 @@ class Renderer:
         sent_ids: list[str] = []
         sent: list[bytes] = []
         for offset, custom_id in enumerate(custom_ids):
-            row = {c: values[c][offset] for c in self.columns}
-            messages = [{"role": "user", "content": template.render(row)}]
+            row = {c: values[c][offset] for c in self.columns} | self.filled
+            messages = [*self.examples, {"role": "user", "content": template.render(row)}]
             if system is not None:
                 messages.insert(0, {"role": "system", "content": system.render(row)})
             item = orjson.dumps(
@@ -235,9 +238,10 @@ class Renderer:
 
     def prompts(self, table: pa.Table) -> list[str]:
         """The user message of every row of ``table``."""
-        values = {c: text_values(table.column(c)) for c in self.template.fields}
+        columns = [c for c in self.template.fields if c not in self.filled]
+        values = {c: text_values(table.column(c)) for c in columns}
         return [
-            self.template.render({c: values[c][i] for c in self.template.fields})
+            self.template.render({c: values[c][i] for c in columns} | self.filled)
             for i in range(table.num_rows)
         ]
 
@@ -269,10 +273,10 @@ class Rows:
         return self.renderer.render(self.table, self.ids.to_pylist())
 
 
-def _empty_prompts(table: pa.Table, template: Template) -> pa.Array:
+def _empty_prompts(table: pa.Table, columns: list[str]) -> pa.Array:
     """Which rows have nothing in any of the template's columns (a mask)."""
     empty: Any = None
-    for column in template.fields:
+    for column in columns:
         none = blank(as_text(table[column]))
         empty = none if empty is None else pc.and_(empty, none)
     if empty is None:
@@ -321,10 +325,10 @@ def plan_requests(table: pa.Table, config: JobConfig, ids: pa.Array, model: str)
     Nothing is rendered yet (a run renders each shard as it sends it)."""
     renderer = Renderer(config, model)
     custom_ids = custom_ids_for(ids)
-    empty = _empty_prompts(table, renderer.template)
+    fields = [f for f in renderer.template.fields if f not in renderer.filled]
+    empty = _empty_prompts(table, fields)
     skipped: dict[str, str] = {}
     if pc.any(empty).as_py():
-        fields = renderer.template.fields
         reason = (
             f"the prompt is empty: {', '.join(fields)} "
             f"{'is' if len(fields) == 1 else 'are'} empty in this row"

@@ -52,7 +52,7 @@ class ModelAnswers:
 
 def output_types(config: JobConfig) -> dict[str, pa.DataType]:
     """The columns the job adds to the input's, in order, with their types."""
-    return OUTPUT_COLUMNS | config.kind_impl.columns
+    return OUTPUT_COLUMNS | config.kind_impl.output_columns()
 
 
 def _answer_columns(answers: ModelAnswers, results: pa.Table, position: pa.Array) -> pa.Table:

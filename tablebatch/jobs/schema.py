@@ -346,9 +346,13 @@ class JobConfig(Strict):
     def input_keys(self) -> list[tuple[str, str]]:
         """``(config key, column)`` of every input column the job reads but the id: its
         prompt's placeholders, gold and reference, and what its kind reads."""
-        wanted = [("prompt.template", f) for f in template_fields(self.prompt.template)]
+        own = self.kind_impl.placeholders()  # filled by the kind, not read from the table
+        wanted = [
+            ("prompt.template", f) for f in template_fields(self.prompt.template) if f not in own
+        ]
         if self.prompt.system:
-            wanted += [("prompt.system", f) for f in template_fields(self.prompt.system)]
+            system = template_fields(self.prompt.system)
+            wanted += [("prompt.system", f) for f in system if f not in own]
         for key in ("gold_column", "reference_column"):
             column = getattr(self, key)
             if column:
@@ -371,9 +375,13 @@ class JobConfig(Strict):
             "params": self.params,
             "id": self.input.id_column,
         }
-        body = self.kind_impl.body()
-        if body:
-            shape["body"] = body
+        kind = self.kind_impl
+        extra = {
+            "body": kind.body(),
+            "placeholders": kind.placeholders(),
+            "examples": kind.example_messages(),
+        }
+        shape |= {k: v for k, v in extra.items() if v}  # none of them: as before kinds had them
         if judged_model is not None:
             shape |= {"judged": self.fingerprint(judged_model), **self.kind_impl.stage_shape()}
         return hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]

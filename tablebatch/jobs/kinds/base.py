@@ -80,6 +80,14 @@ class Kind:
         """``(config key, column)`` of the input columns it reads beyond the prompt's."""
         return []
 
+    def placeholders(self) -> dict[str, str]:
+        """The text of template placeholders it fills itself (not columns), e.g. ``{labels}``."""
+        return {}
+
+    def example_messages(self) -> list[dict[str, Any]]:
+        """Chat turns sent before each row's own message (few-shot examples)."""
+        return []
+
     def body(self) -> dict[str, Any]:
         """What it adds to every request body (after ``params``)."""
         return {}
@@ -98,8 +106,13 @@ class Kind:
         """Why each answer is invalid (a string), null where it is fine; None: all are."""
         return None
 
+    def output_columns(self) -> dict[str, pa.DataType]:
+        """Its output columns, in order, with their Arrow types (``columns``, unless they
+        depend on its config)."""
+        return dict(self.columns)
+
     def output(self, chunk: Chunk) -> dict[str, Any]:
-        """Its output columns for these rows (arrays or lists, typed by ``columns``)."""
+        """Its output columns for these rows (arrays or lists, typed by ``output_columns``)."""
         return {}
 
     # -- the report ------------------------------------------------------------------
