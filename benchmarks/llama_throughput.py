@@ -90,7 +90,9 @@ def floor(bodies: list[bytes], threads: int) -> tuple[float, int]:
         tokens += llm.create_chat_completion(messages=messages, model=model, **args)["usage"][
             "completion_tokens"
         ]
-    return time.perf_counter() - began, tokens
+    seconds = time.perf_counter() - began
+    llm.close()
+    return seconds, tokens
 
 
 def through_server(http: httpx.Client, bodies: list[bytes], name: str) -> tuple[float, int]:
@@ -127,6 +129,12 @@ def through_server(http: httpx.Client, bodies: list[bytes], name: str) -> tuple[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1000, help="rows of the synthetic table")
+    parser.add_argument(
+        "--floor-threads",
+        type=int,
+        default=None,
+        help="n_threads of the floor's Llama (default: the usable cores)",
+    )
     args = parser.parse_args(argv)
 
     from tablebatch.server import ServerSettings, serve_in_thread
@@ -135,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from tablebatch.server.settings import LlamaSettings
 
     cores = usable_cores()
+    threads = args.floor_threads or cores
     shape = pool_shape(LlamaSettings())
     with tempfile.TemporaryDirectory() as tmp:
         table = write_reviews(args.rows, Path(tmp) / "reviews.parquet")
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"llama backend vs llama-cpp-python in a loop; {cores} usable core(s); pool "
         f"{shape.processes} process(es) x {shape.threads} thread(s); floor: one Llama, "
-        f"n_threads={cores}"
+        f"n_threads={threads}"
     )
     results: dict[str, dict[str, tuple[float, int]]] = {}
     with (
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         through_server(http, list(workloads["sample"][:2]), "warm-up")
         for name, bodies in workloads.items():
             results[name] = {
-                "floor": floor(bodies, cores),
+                "floor": floor(bodies, threads),
                 "job": through_server(http, bodies, name),
             }
     print(

@@ -67,9 +67,13 @@ def open_client(
     folder = root / ".tablebatch"
     folder.mkdir(exist_ok=True)
     key = secrets.token_urlsafe(24)  # the run's own server answers the run alone
-    backend = api.backend if api is not None and api.backend and process else "offline"
+    backend: dict[str, str] = {}  # none named: TABLEBATCH_SERVER_BACKEND, or offline
+    if not process:
+        backend = {"backend": "offline"}  # it answers nothing: no model to load
+    elif api is not None and api.backend:
+        backend = {"backend": api.backend}
     settings = ServerSettings(
-        db=str(folder / "server.db"), api_keys=[key], process=process, backend=backend
+        db=str(folder / "server.db"), api_keys=[key], process=process, **backend
     )
     with serve_in_thread(settings) as server:
         url = server.url if provider == "seed" else f"{server.base_url}/{provider}/v1"

@@ -32,7 +32,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     needing = [item for item in items if item.get_closest_marker("llama")]
     if needing and os.environ.get("TABLEBATCH_REQUIRE_LLAMA") == "1":
         raise pytest.UsageError(
-            f"TABLEBATCH_REQUIRE_LLAMA=1, but {len(needing)} test(s) {LLAMA_REASON}"
+            f"TABLEBATCH_REQUIRE_LLAMA=1, but {len(needing)} test(s) "
+            f"{LLAMA_REASON.replace('needs', 'need', 1)}"
         )
     for item in needing:
         item.add_marker(pytest.mark.skip(reason=LLAMA_REASON))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,12 +18,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tablebatch.jobs.errors import JobAborted, JobCancelled, JobError
     from tablebatch.jobs.preflight import preflight
 
-    if args.backend:
-        args.set = [*args.set, f"api.backend={args.backend}"]
     try:  # everything about the config and the data is checked before Prefect starts
         config_path = _config_path(args.config)
         checked = preflight(config_path, args.set)
-        _check_backend(checked.config)
+        _check_backend(checked.config, args.backend)
     except JobError as exc:
         error(exc)
         return 2
@@ -55,17 +54,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_backend(config: Any) -> None:
-    """A run on the llama backend needs the [llama] extra: say so before Prefect starts."""
-    if config.api is None or config.api.backend != "llama":
-        return
+def _check_backend(config: Any, backend: str | None) -> None:
+    """``--backend`` names what answers on the run's own local server (through
+    TABLEBATCH_SERVER_BACKEND, as a run's parameters may not change ``api``); the llama
+    backend needs the [llama] extra: both are checked before Prefect starts."""
     from tablebatch.jobs.errors import ConfigError
-    from tablebatch.server.backends.llama import check_llama
 
-    try:
-        check_llama()
-    except ValueError as exc:
-        raise ConfigError(f"api.backend llama: {exc}") from exc
+    named = config.api.backend if config.api is not None else None
+    if backend and config.api is not None and not config.api.is_local:
+        raise ConfigError(
+            f"--backend {backend} is for the run's own local server, but the config's API "
+            f"is {config.api.base_url}; leave --backend out, or set api.base_url to local."
+        )
+    if backend and named and named != backend:
+        raise ConfigError(
+            f"--backend {backend}, but the config says api.backend: {named}; give one of them."
+        )
+    if (backend or named) == "llama":
+        from tablebatch.server.backends.llama import check_llama
+
+        try:
+            check_llama()
+        except ValueError as exc:
+            raise ConfigError(f"backend llama: {exc}") from exc
+    if backend and not named:
+        os.environ["TABLEBATCH_SERVER_BACKEND"] = backend
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

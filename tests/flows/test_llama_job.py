@@ -102,7 +102,7 @@ SCHEMA = {
 }
 
 
-def test_an_extraction_job_gets_schema_valid_json(project) -> None:
+def test_an_extraction_job_gets_schema_valid_json(project, monkeypatch, capsys) -> None:
     rows = [
         ("e1", "The Aeropress coffee maker is great. Five stars."),
         ("e2", "This Acme toaster burnt my bread. One star."),
@@ -123,13 +123,14 @@ def test_an_extraction_job_gets_schema_valid_json(project) -> None:
                     "json_schema": {"name": "review", "schema": SCHEMA, "strict": True},
                 },
             },
-            "api": {"backend": "llama"},  # implies base_url: local
             "output": {"path": "data/output/extract.parquet"},
         },
         {"data/notes.csv": _csv(rows, ("id", "text"))},
     )
-    report = batch_job(str(config))
-    assert report["rows_by_status"] == {"completed": 3}
+    # no api in the config: `--backend llama` on the command line picks the model
+    monkeypatch.setenv("TABLEBATCH_SERVER_BACKEND", "offline")  # restored after the test
+    assert main(["run", str(config), "--backend", "llama"]) == 0
+    assert "llama-extract: 3 rows (3 completed)" in capsys.readouterr().out
     output = pq.read_table(config.parent.parent / "data/output/extract.parquet").to_pylist()
     for row in output:
         data = orjson.loads(row["answer"])
@@ -148,7 +149,7 @@ def test_cancelling_a_llama_job_mid_batch(project, monkeypatch, capsys) -> None:
             "prompt": {"template": "Write a long story from this title: {text}"},
             "model": "smollm2",
             "params": {"temperature": 0.7, "seed": 3, "max_tokens": 48},
-            "api": {"base_url": "local", "backend": "llama"},
+            "api": {"backend": "llama"},  # implies base_url: local
             "output": {"path": "data/output/stories.parquet"},
         },
         {"data/stories.csv": _csv(rows, ("id", "text"))},

@@ -36,13 +36,15 @@ def http(llama_server: RunningServer) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> Any:
+def tokenizer() -> Iterator[Any]:
     """The model itself, in the test process, to count tokens with (vocab only: no weights)."""
     from llama_cpp import Llama
 
     from tablebatch.server.backends.llama_model import default_gguf
 
-    return Llama(model_path=str(default_gguf()), vocab_only=True, verbose=False)
+    llm = Llama(model_path=str(default_gguf()), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
 
 
 def _run(http: httpx.Client, bodies: list[dict[str, Any]], timeout: float = 120) -> list[dict]:

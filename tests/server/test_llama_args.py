@@ -84,3 +84,28 @@ def test_the_pool_is_sized_to_the_machine() -> None:
     assert pool_shape(LlamaSettings(processes=1), cores=4) == (1, 4)
     settings = ServerSettings(backend="llama", llama={"models": {"a": "/m/a.gguf"}, "n_ctx": 4096})
     assert settings.llama.models == {"a": "/m/a.gguf"} and settings.llama.n_ctx == 4096
+
+
+def test_without_the_extra_the_commands_say_what_to_install(monkeypatch, capsys, tmp_path):
+    from flows.cli import main
+    from tablebatch.server.backends import llama
+
+    monkeypatch.setattr(llama, "llama_available", lambda: False)
+    monkeypatch.setenv("TABLEBATCH_SERVER_BACKEND", "offline")  # restored after the test
+    assert main(["server", "--backend", "llama", "--port", "0", "--db", ":memory:"]) == 2
+    err = capsys.readouterr().err
+    assert "The llama backend needs llama-cpp-python, which is not installed" in err
+    assert "pip install -e '.[llama]'" in err
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "rows.csv").write_text("id,text\na,hello\n")
+    job = "name: j\nkind: summarization\ninput: {path: rows.csv, id_column: id}\n"
+    job += "prompt: {template: '{text}'}\nmodel: m\n"
+    (tmp_path / "j.yaml").write_text(job)
+    assert main(["run", str(tmp_path / "j.yaml"), "--backend", "llama"]) == 2
+    assert "pip install -e '.[llama]'" in capsys.readouterr().err
+    remote = job + "api: {base_url: 'http://127.0.0.1:9/v1', api_key_env: SOME_KEY}\n"
+    (tmp_path / "r.yaml").write_text(remote)
+    monkeypatch.setenv("SOME_KEY", "k")
+    assert main(["run", str(tmp_path / "r.yaml"), "--backend", "llama"]) == 2
+    assert "--backend llama is for the run's own local server" in capsys.readouterr().err

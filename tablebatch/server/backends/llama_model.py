@@ -18,6 +18,7 @@ it can be imported (e.g. to find the default model) without the extra.
 
 from __future__ import annotations
 
+import atexit
 import importlib.resources
 import re
 from dataclasses import dataclass
@@ -165,6 +166,14 @@ def init_model_process(parent: int, spec: ModelSpec, cancelled: Any) -> None:
     init_helper(parent)
     _spec = spec
     _cancelled = cancelled
+    atexit.register(_close_models)
+
+
+def _close_models() -> None:
+    """Free the models while llama_cpp is still whole (not in the interpreter's teardown,
+    where their finalizers fail noisily)."""
+    while _loaded:
+        _loaded.popitem()[1].close()
 
 
 def _is_cancelled(chunk: int) -> bool:
