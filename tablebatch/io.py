@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -150,9 +151,27 @@ def _writer(handle: Any, suffix: str, schema: pa.Schema) -> Iterator[Callable[[p
     writer: Any
     if suffix == ".parquet":
         writer = pq.ParquetWriter(handle, schema)
+        write = writer.write_table
     else:
-        writer = pacsv.CSVWriter(handle, schema)
+        nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+        flat = pa.schema([f.with_type(pa.string()) if f.name in nested else f for f in schema])
+        writer = pacsv.CSVWriter(handle, flat)
+
+        def write(table: pa.Table) -> None:
+            for name in nested:  # CSV has no lists or objects: they are written as JSON text
+                index = table.schema.get_field_index(name)
+                table = table.set_column(index, name, _json_texts(table[name]))
+            writer.write_table(table)
+
     try:
-        yield writer.write_table
+        yield write
     finally:
         writer.close()
+
+
+def _json_texts(column: pa.ChunkedArray) -> pa.Array:
+    """A list or struct column as JSON text (null stays null)."""
+    return pa.array(
+        [None if v is None else orjson.dumps(v, default=str).decode() for v in column.to_pylist()],
+        pa.string(),
+    )

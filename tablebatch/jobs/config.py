@@ -139,8 +139,10 @@ def parse_config(
     source: str,
     overrides: list[str] | None = None,
     updates: dict[str, Any] | None = None,
+    root: Path | None = None,
 ) -> JobConfig:
-    """Check a config's data; ``source`` names it in errors.
+    """Check a config's data; ``source`` names it in errors, ``root`` is the project folder
+    that paths a kind reads while checking (a schema file) are relative to.
 
     ``overrides`` are ``key=value`` strings (YAML values, as ``--set``); ``updates``
     maps dotted keys to values already typed (as the flow's typed parameters)."""
@@ -158,7 +160,7 @@ def parse_config(
     for key, value in (updates or {}).items():
         _set_value(data, key, value)
     try:
-        return _adapter().validate_python(data)
+        return _adapter().validate_python(data, context={"root": root or Path.cwd()})
     except ValidationError as exc:
         raise ConfigError(describe_errors(source, exc, data.get("kind"))) from None
 
@@ -178,7 +180,7 @@ def load_config(
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path), overrides, updates)
+    return parse_config(data, str(path), overrides, updates, project_root(path))
 
 
 def project_root(config_path: str | Path) -> Path:

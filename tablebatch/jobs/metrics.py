@@ -99,3 +99,47 @@ def evaluation_stats(scores: Sequence[float | None], pass_at: float = 1.0) -> di
         if present
         else None,
     }
+
+
+def multilabel_metrics(
+    predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], labels: list[str]
+) -> dict[str, Any]:
+    """Multi-label scores of label sets against gold sets: micro and macro F1, subset
+    accuracy (the share of rows whose set is exactly right), Hamming loss (the share of
+    row-label decisions that are wrong) and per-label precision, recall, F1 and support."""
+    counts = {label: {"tp": 0, "fp": 0, "fn": 0} for label in labels}
+    exact = wrong = 0
+    for p, g in zip(predicted, gold, strict=True):
+        p_set, g_set = set(p), set(g)
+        exact += p_set == g_set
+        wrong += len((p_set ^ g_set) & set(labels))
+        for label in labels:
+            if label in p_set and label in g_set:
+                counts[label]["tp"] += 1
+            elif label in p_set:
+                counts[label]["fp"] += 1
+            elif label in g_set:
+                counts[label]["fn"] += 1
+    per_label = {}
+    for label, c in counts.items():
+        precision = _safe_div(c["tp"], c["tp"] + c["fp"])
+        recall = _safe_div(c["tp"], c["tp"] + c["fn"])
+        per_label[label] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": _safe_div(2 * precision * recall, precision + recall),
+            "support": c["tp"] + c["fn"],
+        }
+    tp = sum(c["tp"] for c in counts.values())
+    fp = sum(c["fp"] for c in counts.values())
+    fn = sum(c["fn"] for c in counts.values())
+    micro_p, micro_r = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+    rows = len(gold)
+    return {
+        "scored_rows": rows,
+        "micro_f1": _safe_div(2 * micro_p * micro_r, micro_p + micro_r),
+        "macro_f1": _safe_div(sum(m["f1"] for m in per_label.values()), len(labels)),
+        "subset_accuracy": _safe_div(exact, rows),
+        "hamming_loss": _safe_div(wrong, rows * len(labels)),
+        "per_label": per_label,
+    }

@@ -70,6 +70,11 @@ class FaultSettings(BaseModel):
     )
     latency_s: float = Field(0.0, ge=0, description="Latency added to every API call.")
     request_failure_rate: Share = Field(0.0, description="Share of requests that fail.")
+    invalid_json_rate: Share = Field(
+        0.0,
+        description="offline backend: share of structured answers (response_format) made "
+        "invalid: cut short (not JSON) or with a field left out (breaking the schema).",
+    )
     batch_failure_rate: Share = Field(0.0, description="Share of batches that fail.")
     batch_fail_after: Share = Field(
         0.5, description="A failing batch fails once this share of its requests has ended."

@@ -159,6 +159,8 @@ def messages_params(body: dict[str, Any], default_max_tokens: int) -> dict[str, 
         if key == "stop":
             if value is not None:
                 params["stop_sequences"] = [value] if isinstance(value, str) else list(value)
+        elif key == "response_format":
+            params["output_config"] = output_config(value)
         elif key in NATIVE_PARAMS:
             params[key] = value
         elif key not in DROPPED_PARAMS:
@@ -166,6 +168,20 @@ def messages_params(body: dict[str, Any], default_max_tokens: int) -> dict[str, 
                 f"{key!r} is not a parameter of Anthropic's Messages API; remove it from params"
             )
     return params
+
+
+def output_config(response_format: Any) -> dict[str, Any]:
+    """A chat body's ``response_format`` (a JSON schema) as Anthropic's structured outputs:
+    ``output_config: {format: {type: json_schema, schema}}`` (the answer is then JSON text
+    in the message's text block, as in a chat completion)."""
+    wanted = response_format if isinstance(response_format, dict) else {}
+    schema = (wanted.get("json_schema") or {}).get("schema")
+    if wanted.get("type") != "json_schema" or not isinstance(schema, dict):
+        raise ValueError(
+            "response_format: Anthropic takes structured output as a JSON schema only "
+            "({type: json_schema, json_schema: {schema: ...}})"
+        )
+    return {"format": {"type": "json_schema", "schema": schema}}
 
 
 def chat_completion(message: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from importlib import import_module
 
 from tablebatch.jobs.kinds.base import KINDS, Chunk, Kind, SecondStage, kind_of, register
 
-BUILT_IN = ("classification", "summarization", "evaluation")
+BUILT_IN = ("classification", "summarization", "evaluation", "extraction", "generation")
 for _name in BUILT_IN:
     import_module(f"{__name__}.{_name}")
 

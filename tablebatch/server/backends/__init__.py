@@ -48,7 +48,8 @@ def make_backend(settings: ServerSettings) -> Backend:
         )
     from tablebatch.server.backends.offline import OfflineBackend
 
-    return OfflineBackend()
+    faults = settings.faults
+    return OfflineBackend(invalid_json_rate=faults.invalid_json_rate, seed=faults.seed)
 
 
 def describe_backend(settings: ServerSettings) -> str:

@@ -55,6 +55,7 @@ _SUMMARY = re.compile(r"\bsummar|\btl;?dr\b|\bin (?:one|a single) sentence\b", r
 _INSTRUCTION = re.compile(r"^[^\n]*?\b(?:summar\w*|tl;?dr)\b[^\n:]*:[ \t]*", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _BREAKS = frozenset({".", "but"})
+_QUOTES = "'\"`‘’“”«»"
 _NEGATIONS = frozenset({"not", "no", "never", "isn't", "wasn't", "don't", "didn't", "doesn't"})
 
 POSITIVE_WORDS = frozenset(
@@ -141,7 +142,10 @@ def _clause_words(text: str) -> list[str]:
     for mark in ".,!?;:":  # str.replace is several times faster than a regex here
         if mark in low:
             low = low.replace(mark, " . ")
-    return low.split()
+    words = low.split()
+    if any(q in low for q in _QUOTES):  # a quoted text: 'Terrible experience.'
+        words = [w.strip(_QUOTES) or w for w in words]
+    return words
 
 
 def sentiment(text: str) -> int:
@@ -232,11 +236,54 @@ def _truncate(text: str, max_tokens: int) -> str:
     return cut.rstrip()
 
 
-def answer_body(body: bytes) -> tuple[dict[str, Any], int, int]:
-    """The offline response to one chat-completions request body, and its token counts."""
+STAND_IN = "tablebatch offline backend: a deterministic stand-in for a model, not a model"
+
+
+def _schema(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema a request's ``response_format`` asks for, if it asks for one."""
+    wanted = request.get("response_format")
+    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema":
+        return None
+    schema = (wanted.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def structured_answer(messages: list[dict[str, Any]], schema: dict[str, Any], model: str) -> str:
+    """JSON of ``schema`` read off the conversation's last message (see offline_structured)."""
+    from tablebatch.server.backends.offline_structured import data_text, structured
+
+    users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    prompt = users[-1] if users else ""
+    system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+    value = structured(schema, data_text(prompt), system + "\n" + prompt, model)
+    return orjson.dumps(value).decode()
+
+
+def broken(content: str, digest: int) -> str:
+    """An answer made invalid on purpose (the ``invalid_json_rate`` fault): cut short (not
+    JSON), or with a field removed (JSON that breaks the schema)."""
+    if digest % 2 or not content.startswith("{") or content == "{}":
+        return content[: max(1, len(content) // 2)]
+    value = orjson.loads(content)
+    value.pop(next(iter(value)))
+    return orjson.dumps(value).decode()
+
+
+def answer_body(
+    body: bytes, invalid_json: float = 0.0, salt: str = ""
+) -> tuple[dict[str, Any], int, int]:
+    """The offline response to one chat-completions request body, and its token counts
+    (``invalid_json``: the share of structured answers made invalid, chosen by ``salt``)."""
     request = orjson.loads(body)
     messages = request["messages"]
-    content = answer(messages, request["model"])
+    schema = _schema(request)
+    if schema is None:
+        content = answer(messages, request["model"])
+    else:
+        content = structured_answer(messages, schema, request["model"])
+        digest = _digest(salt)
+        if invalid_json and (digest % 10_000) / 10_000 < invalid_json:
+            content = broken(content, digest // 10_000)
     prompt_tokens = sum(count_tokens(_text(m.get("content"))) + 4 for m in messages) + 3
     completion_tokens = count_tokens(content)
     finish_reason = "stop"
@@ -250,6 +297,8 @@ def answer_body(body: bytes) -> tuple[dict[str, Any], int, int]:
         "object": "chat.completion",
         "created": 0,
         "model": request["model"],
+        "system_fingerprint": "tablebatch-offline",
+        "metadata": {"backend": "offline", "stand_in": STAND_IN},
         "choices": [
             {
                 "index": 0,
@@ -269,12 +318,17 @@ def answer_body(body: bytes) -> tuple[dict[str, Any], int, int]:
 Encoded = tuple[bytes, int, int]  # a result's JSON, prompt tokens, completion tokens
 
 
-def answer_rows(rows: list[tuple[int, str, bytes]], created: int) -> list[Encoded]:
+def answer_rows(
+    rows: list[tuple[int, str, bytes]], created: int, invalid_json: float = 0.0, seed: int = 0
+) -> list[Encoded]:
     """Answer rows ``(n, custom_id, body)`` into encoded results: the unit of work of a
-    helper process, which returns bytes rather than objects because they cross cheaply."""
+    helper process, which returns bytes rather than objects because they cross cheaply.
+    ``invalid_json``: the share of structured answers made invalid (by ``seed``, and the
+    request's ``n``, so a request sent again may be answered well)."""
     out = []
     for n, custom_id, body in rows:
-        response, prompt_tokens, completion_tokens = answer_body(body)
+        salt = f"{seed}\x00{n}\x00{custom_id}"
+        response, prompt_tokens, completion_tokens = answer_body(body, invalid_json, salt)
         response["created"] = created
         result = encode_result(n, custom_id, "completed", "response", response)
         out.append((result, prompt_tokens, completion_tokens))
@@ -317,9 +371,16 @@ class OfflineBackend:
     name = "offline"
     PARALLEL_FROM = 256
 
-    def __init__(self, clock: Any = time.time, processes: int | None = None) -> None:
+    def __init__(
+        self,
+        clock: Any = time.time,
+        processes: int | None = None,
+        invalid_json_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         self._clock = clock
         self._processes = default_processes() if processes is None else processes
+        self._faults = (invalid_json_rate, seed)
 
     def warm_up(self) -> None:
         """Start the helper processes now, in the background, rather than on the first batch."""
@@ -346,7 +407,7 @@ class OfflineBackend:
                 pool = _pool(self._processes)
                 with stop_signals_blocked():
                     parts = [
-                        pool.submit(answer_rows, rows[i : i + size], created)
+                        pool.submit(answer_rows, rows[i : i + size], created, *self._faults)
                         for i in range(0, len(rows), size)
                     ]
                 return _Joined(rows, parts)
@@ -354,7 +415,7 @@ class OfflineBackend:
                 log.warning("offline backend: no helper processes (%s); answering in-thread", exc)
                 self._processes = 0
         done: Future[list[Outcome]] = Future()
-        done.set_result(_outcomes(rows, answer_rows(rows, created)))
+        done.set_result(_outcomes(rows, answer_rows(rows, created, *self._faults)))
         return done
 
 

@@ -22,7 +22,7 @@ RESULT_ERRORS = {  # the Anthropic error type of a failed request, by the store'
 }
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 TAKEN = {"model", "max_tokens", "messages", "system", "temperature", "top_p", "top_k"}
-TAKEN |= {"stop_sequences", "metadata", "stream", "service_tier"}
+TAKEN |= {"stop_sequences", "metadata", "stream", "service_tier", "output_config"}
 NOT_SERVED = {  # real Messages params the local backends cannot honour
     "tools",
     "tool_choice",
@@ -30,7 +30,6 @@ NOT_SERVED = {  # real Messages params the local backends cannot honour
     "container",
     "mcp_servers",
     "context_management",
-    "output_config",
     "output_format",
     "cache_control",
     "diagnostics",
@@ -110,12 +109,31 @@ def to_chat(params: Any) -> tuple[dict[str, Any] | None, str | None]:
     for field in ("temperature", "top_p"):
         if params.get(field) is not None:
             body[field] = params[field]
+    if params.get("output_config") is not None:
+        wanted, problem = _output_format(params["output_config"])
+        if problem:
+            return None, problem
+        body["response_format"] = wanted
     stops = params.get("stop_sequences")
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             return None, "params.stop_sequences: must be a list of strings"
         body["stop"] = stops
     return body, None
+
+
+def _output_format(config: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """Structured outputs (``output_config.format``, a JSON schema) as the chat body's
+    ``response_format``; or what is wrong with them."""
+    if not isinstance(config, dict) or set(config) - {"format"}:
+        return None, "params.output_config: only format is supported by the local server"
+    wanted = config.get("format")
+    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema":
+        return None, "params.output_config.format.type: must be 'json_schema'"
+    if not isinstance(wanted.get("schema"), dict):
+        return None, "params.output_config.format.schema: must be a JSON schema object"
+    schema = {"name": "output", "schema": wanted["schema"], "strict": True}
+    return {"type": "json_schema", "json_schema": schema}, None
 
 
 def to_message(completion: dict[str, Any]) -> dict[str, Any]:
