@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from tablebatch.server.backends.offline_structured import data_text, structured
 from tablebatch.server.backends.processes import init_helper, stop_signals_blocked, usable_cores
 from tablebatch.server.store import Outcome, encode_result
 
@@ -250,12 +251,10 @@ def _schema(request: dict[str, Any]) -> dict[str, Any] | None:
 
 def structured_answer(messages: list[dict[str, Any]], schema: dict[str, Any], model: str) -> str:
     """JSON of ``schema`` read off the conversation's last message (see offline_structured)."""
-    from tablebatch.server.backends.offline_structured import data_text, structured
-
     users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
     prompt = users[-1] if users else ""
     system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
-    value = structured(schema, data_text(prompt), system + "\n" + prompt, model)
+    value = structured(schema, data_text(prompt), system + "\n" + prompt, choose, model)
     return orjson.dumps(value).decode()
 
 

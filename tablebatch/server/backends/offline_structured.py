@@ -20,9 +20,10 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Any
 
-from tablebatch.server.backends.offline import choose
+Pick = Callable[[list[str], str, str], str]  # choices, text, model -> one of the choices
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)?")
 _MONEY = re.compile(r"(?:[$€£¥]\s?|\b(?:usd|eur|gbp)\s?)(\d+(?:[.,]\d+)?)", re.IGNORECASE)
@@ -58,25 +59,31 @@ def _words(text: str) -> list[str]:
 
 
 def structured(
-    schema: dict[str, Any], text: str, instructions: str, model: str = "", name: str = ""
+    schema: dict[str, Any],
+    text: str,
+    instructions: str,
+    pick: Pick,
+    model: str = "",
+    name: str = "",
 ) -> Any:
     """A value of ``schema`` for the data ``text`` (``instructions``: the rest of the
-    prompt, where label descriptions are)."""
+    prompt, where label descriptions are; ``pick``: the backend's choice among values
+    with no cue — its sentiment lexicon, else a hash)."""
     kinds, nullable = _types(schema)
     kind = kinds[0] if kinds else "string"
     about = f"{name} {schema.get('description', '')}"
     if "enum" in schema:
         values = [v for v in schema["enum"] if v is not None]
-        return _enum(values, text, instructions, model)
+        return _enum(values, text, instructions, pick, model)
     if kind == "object":
         props = schema.get("properties") or {}
-        return {k: structured(sub, text, instructions, model, k) for k, sub in props.items()}
+        return {k: structured(sub, text, instructions, pick, model, k) for k, sub in props.items()}
     if kind == "array":
         items = schema.get("items") or {}
         if "enum" in items:
-            return _enums(list(items["enum"]), text, instructions, model)
+            return _enums(list(items["enum"]), text, instructions, pick, model)
         if _types(items)[0][:1] in (["object"], ["array"]):
-            return [structured(items, text, instructions, model, name)]
+            return [structured(items, text, instructions, pick, model, name)]
         return _keywords(text, name)
     if kind in ("number", "integer"):
         found = _number(text, about)
@@ -112,19 +119,19 @@ def _overlaps(values: list[str], text: str, instructions: str) -> list[int]:
     return [len(_cues(v, instructions) & stems) for v in values]
 
 
-def _enum(values: list[str], text: str, instructions: str, model: str) -> str:
+def _enum(values: list[str], text: str, instructions: str, pick: Pick, model: str) -> str:
     overlap = _overlaps(values, text, instructions)
     best = max(overlap, default=0)
     if best > 0:
         tied = [v for v, o in zip(values, overlap, strict=True) if o == best]
-        return tied[0] if len(tied) == 1 else choose(tied, text, model)
-    return choose(values, text, model)  # polarity for sentiment-like values, else a hash
+        return tied[0] if len(tied) == 1 else pick(tied, text, model)
+    return pick(values, text, model)  # polarity for sentiment-like values, else a hash
 
 
-def _enums(values: list[str], text: str, instructions: str, model: str) -> list[str]:
+def _enums(values: list[str], text: str, instructions: str, pick: Pick, model: str) -> list[str]:
     overlap = _overlaps(values, text, instructions)
     found = [v for v, o in zip(values, overlap, strict=True) if o > 0]
-    return found or [choose(values, text, model)]
+    return found or [pick(values, text, model)]
 
 
 def _number(text: str, about: str) -> float | None:
