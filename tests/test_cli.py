@@ -54,7 +54,7 @@ def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_validate_checks_configs_and_their_data(tmp_path: Path) -> None:
     ok = _cli("validate", *sorted(str(p) for p in (ROOT / "configs").glob("*.yaml")))
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.count("ok: ") == 3 and "rows in" in ok.stdout
+    assert ok.stdout.count("ok: ") == 6 and "rows in" in ok.stdout  # every sample config
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         (ROOT / "configs/review-sentiment.yaml").read_text().replace("labels:", "lables:")
