@@ -226,3 +226,31 @@ def test_a_schema_file_and_csv_output(project, tmp_path) -> None:
         jsonschema.validate(row, schema)
     assert rows[0]["when"] == "2026-03-02" and rows[1]["when"] is None
     assert _bodies(tmp_path)[0]["response_format"]["json_schema"]["schema"] == schema
+
+
+def test_single_label_with_a_rationale_and_examples(project, tmp_path) -> None:
+    job = _job(
+        "why",
+        "xai",
+        "classification",
+        prompt={"template": "Which one?\n{labels}\n\n{text}"},
+        labels=["billing", "bug", "feature", "account"],
+        rationale=True,
+        examples=[
+            {"input": {"text": "Add dark mode"}, "label": "feature", "rationale": "a wish"},
+        ],
+    )
+    report = batch_job(str(project(job, {"data/tickets.csv": TICKETS})))
+    out = pq.read_table(tmp_path / "data/output/why.parquet")
+    assert out.column_names[-2:] == ["label", "rationale"]
+    assert set(out.column("label").to_pylist()) <= set(LABELS)
+    assert all(r for r in out.column("rationale").to_pylist())
+    assert sum(report["labels"].values()) == 5
+    body = _bodies(tmp_path)[0]
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][0]["content"] == (
+        "Which one?\nbilling\nbug\nfeature\naccount\n\nAdd dark mode"
+    )
+    assert json.loads(body["messages"][1]["content"]) == {"rationale": "a wish", "label": "feature"}
+    props = body["response_format"]["json_schema"]["schema"]["properties"]
+    assert list(props) == ["rationale", "label"]
