@@ -31,6 +31,11 @@ FAULT_FLAGS: dict[str, tuple[str, type, str]] = {
     "--fault-latency": ("latency_s", float, "seconds added to every API call"),
     "--fault-request-failure": ("request_failure_rate", float, "share of requests that fail"),
     "--fault-batch-failure": ("batch_failure_rate", float, "share of batches that fail"),
+    "--fault-invalid-json": (
+        "invalid_json_rate",
+        float,
+        "offline backend: share of structured answers made invalid JSON or schema-breaking",
+    ),
     "--processing-delay": ("processing_delay_s", float, "seconds a batch waits after start"),
     "--processing-rate": ("processing_rate", float, "requests/s processed at most (0: no cap)"),
 }
