@@ -36,7 +36,12 @@ from typing import Any
 
 import orjson
 
-from tablebatch.server.backends.offline_structured import data_text, structured
+from tablebatch.server.backends.offline_structured import (
+    broken,
+    data_text,
+    requested_schema,
+    structured,
+)
 from tablebatch.server.backends.processes import init_helper, stop_signals_blocked, usable_cores
 from tablebatch.server.store import Outcome, encode_result
 
@@ -240,31 +245,12 @@ def _truncate(text: str, max_tokens: int) -> str:
 STAND_IN = "tablebatch offline backend: a deterministic stand-in for a model, not a model"
 
 
-def _schema(request: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON Schema a request's ``response_format`` asks for, if it asks for one."""
-    wanted = request.get("response_format")
-    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema":
-        return None
-    schema = (wanted.get("json_schema") or {}).get("schema")
-    return schema if isinstance(schema, dict) else None
-
-
 def structured_answer(messages: list[dict[str, Any]], schema: dict[str, Any], model: str) -> str:
     """JSON of ``schema`` read off the conversation's last message (see offline_structured)."""
     users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
     prompt = users[-1] if users else ""
     system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
     value = structured(schema, data_text(prompt), system + "\n" + prompt, choose, model)
-    return orjson.dumps(value).decode()
-
-
-def broken(content: str, digest: int) -> str:
-    """An answer made invalid on purpose (the ``invalid_json_rate`` fault): cut short (not
-    JSON), or with a field removed (JSON that breaks the schema)."""
-    if digest % 2 or not content.startswith("{") or content == "{}":
-        return content[: max(1, len(content) // 2)]
-    value = orjson.loads(content)
-    value.pop(next(iter(value)))
     return orjson.dumps(value).decode()
 
 
@@ -275,7 +261,7 @@ def answer_body(
     (``invalid_json``: the share of structured answers made invalid, chosen by ``salt``)."""
     request = orjson.loads(body)
     messages = request["messages"]
-    schema = _schema(request)
+    schema = requested_schema(request)
     if schema is None:
         content = answer(messages, request["model"])
     else:

@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 Pick = Callable[[list[str], str, str], str]  # choices, text, model -> one of the choices
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)?")
@@ -204,3 +206,22 @@ def data_text(prompt: str) -> str:
     quoted = re.findall(r"'([^'\n]{3,})'|\"([^\"\n]{3,})\"", prompt)
     parts = [a or b for a, b in quoted]
     return max(parts, key=len) if parts else prompt
+
+
+def requested_schema(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema a request's ``response_format`` asks for, if it asks for one."""
+    wanted = request.get("response_format")
+    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema":
+        return None
+    schema = (wanted.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def broken(content: str, digest: int) -> str:
+    """An answer made invalid on purpose (the ``invalid_json_rate`` fault): cut short (not
+    JSON), or with a field removed (JSON that breaks the schema)."""
+    if digest % 2 or not content.startswith("{") or content == "{}":
+        return content[: max(1, len(content) // 2)]
+    value = orjson.loads(content)
+    value.pop(next(iter(value)))
+    return orjson.dumps(value).decode()
