@@ -14,10 +14,25 @@ from flows.cli.common import error, no_tracebacks_for, quiet_prefect, summary
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a job through the Prefect flow; 0 when it completed (failed rows are data)."""
+    from flows.prefect_api import TemporaryPrefectApi
+
+    quiet_prefect()
+    api = TemporaryPrefectApi()
+    api.start()  # boots on the other core while the config and the table are checked
+    try:
+        return _run(args, api)
+    finally:
+        api.stop()
+
+
+def _run(args: argparse.Namespace, api: Any) -> int:
+    from flows.cli.display import filter_console, progress_display
+    from flows.prefect_api import PrefectApiError
     from tablebatch.api import BatchApiError
     from tablebatch.jobs.errors import JobAborted, JobCancelled, JobError
     from tablebatch.jobs.preflight import preflight
 
+    mode = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
     try:  # everything about the config and the data is checked before Prefect starts
         config_path = _config_path(args.config)
         checked = preflight(config_path, args.set)
@@ -25,24 +40,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     except JobError as exc:
         error(exc)
         return 2
+    name, rows, path = checked.config.name, checked.table.num_rows, checked.path
+    local = checked.config.api is None or checked.config.api.is_local
     del checked  # the flow reads the table again: not two copies of it in memory
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-    quiet_prefect()
-    from flows.job import batch_job
-
-    no_tracebacks_for((JobError, BatchApiError))
+    display = progress_display(mode)
+    if display is not None:
+        display.print(f"{name}: {rows} rows in {path} checked")
     try:
+        temporary = api.needed()  # sets PREFECT_API_URL: before Prefect is imported
+    except PrefectApiError as exc:
+        error(exc)
+        return 1
+    if display is not None:
+        display.start(
+            "starting Prefect (a temporary API; PREFECT_API_URL names a server)"
+            if temporary
+            else "starting Prefect"
+        )
+    try:
+        from flows.job import batch_job
+
+        filter_console(mode, display)
+        no_tracebacks_for((JobError, BatchApiError))
+        if local:  # while the temporary API boots: the run's own Batch API server
+            import tablebatch.server  # noqa: F401
+        if temporary:
+            api.wait()
         report = batch_job(config=str(config_path), settings=args.set)
+    except PrefectApiError as exc:
+        error(exc)
+        return 1
     except JobAborted as exc:  # Ctrl-C, a stop signal, a cancel in Prefect: batch.on_abort
+        _stop(display)
         if isinstance(exc, JobCancelled) and exc.report is not None:
             print(summary(exc.report))
         error(exc)
         return 130 if exc.signal == signal.SIGINT else 1
     except (JobError, BatchApiError) as exc:
+        _stop(display)
         error(exc)
         return 1
+    finally:
+        _stop(display)
     print(summary(report))
     cancelled = report["rows_by_status"].get("cancelled", 0)
     if cancelled:
@@ -52,6 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _stop(display: Any) -> None:
+    if display is not None:
+        display.stop()
 
 
 def _check_backend(config: Any, backend: str | None) -> None:
@@ -230,6 +277,19 @@ def add_parsers(sub: Any) -> None:
             )
         command.set_defaults(handler=handler)
         commands[name] = command
+    loud = commands["run"].add_mutually_exclusive_group()
+    loud.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show Prefect's own log lines (every task's state, the run's URL) and the job's",
+    )
+    loud.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="show only the summary and errors (no progress)",
+    )
     commands["plan"].add_argument(
         "--show",
         type=int,

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tablebatch.server.app import create_app
+from tablebatch.server.backends import make_backend
 from tablebatch.server.settings import ServerSettings
 
 
@@ -52,9 +53,16 @@ def _url(host: str, sock: socket.socket) -> str:
 
 @contextmanager
 def serve_app_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve any ASGI app in a background thread; yields its root URL."""
+    """Serve any ASGI app in a background thread; yields its root URL.
+
+    It leaves the process's logging as it is (``log_config=None``): uvicorn's own would
+    re-configure it, flushing and closing every handler — in a Prefect flow, Prefect's
+    API log and events workers, which then block the run for up to 5 s ("EventsWorker -
+    Still processing items")."""
     sock = _bind(host, port)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", log_config=None
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="tablebatch-server", daemon=True
@@ -95,8 +103,15 @@ def serve(
     access_log: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Run a server in the foreground until interrupted; ``on_ready`` gets its URL."""
-    app = create_app(settings)
+    """Run a server in the foreground until interrupted; ``on_ready`` gets its URL.
+
+    A long-lived server starts the offline backend's helper processes at once (a run's
+    own server, ``serve_in_thread``, starts them with its first large chunk, if ever)."""
+    backend = make_backend(settings)
+    start_helpers = getattr(backend, "start_helpers", None)
+    if start_helpers is not None and settings.process:
+        start_helpers()
+    app = create_app(settings, backend=backend)
     sock = _bind(host, port)
     url = _url(host, sock)
     config = uvicorn.Config(app, log_level="info", access_log=access_log, lifespan="on")

@@ -253,3 +253,11 @@ def test_openai_backend_needs_an_url() -> None:
 
     with pytest.raises(ValueError, match="upstream_url"):
         create_app(ServerSettings(backend="openai"))
+
+
+def test_a_server_starts_no_helper_for_small_chunks() -> None:
+    backend = OfflineBackend(clock=lambda: 5, processes=2)
+    backend.warm_up()  # what a server's start does: helpers wait for a large chunk
+    rows = [(i, f"c{i}", orjson.dumps(chat(f"Is item {i} good or bad?"))) for i in range(24)]
+    assert len(backend.complete(rows)) == 24
+    assert backend._warming is None  # a 24-row job paid no helper process

@@ -366,18 +366,40 @@ class OfflineBackend:
         self._clock = clock
         self._processes = default_processes() if processes is None else processes
         self._faults = (invalid_json_rate, seed)
+        self._warm_wanted = False
+        self._warming: list[Future[Any]] | None = None
 
     def warm_up(self) -> None:
-        """Start the helper processes now, in the background, rather than on the first batch."""
-        if self._processes > 1:
-            try:
-                pool = _pool(self._processes)
-                with stop_signals_blocked():
-                    for _ in range(self._processes):
-                        pool.submit(answer_rows, [], 0)
-            except (RuntimeError, OSError, BrokenProcessPool) as exc:
-                log.warning("offline backend: no helper processes (%s); answering in-thread", exc)
-                self._processes = 0
+        """Allow the helper processes; they start with the first large chunk (a small job,
+        such as a 24-row sample, never pays their start: two interpreters importing this
+        package, seconds of CPU on a 2-core machine while the job runs). Chunks are
+        answered in this thread until they have started, so no chunk waits for them."""
+        self._warm_wanted = True
+
+    def start_helpers(self) -> None:
+        """Start the helper processes now, in the background (a long-lived server does, so
+        that its first large batch finds them ready)."""
+        if self._processes <= 1 or self._warming is not None:
+            return
+        try:
+            pool = _pool(self._processes)
+            with stop_signals_blocked():
+                self._warming = [pool.submit(answer_rows, [], 0) for _ in range(self._processes)]
+        except (RuntimeError, OSError, BrokenProcessPool) as exc:
+            log.warning("offline backend: no helper processes (%s); answering in-thread", exc)
+            self._processes = 0
+
+    def _helpers_ready(self) -> bool:
+        """Whether this large chunk goes to the helpers (starting them if need be)."""
+        if self._processes <= 1:
+            return False
+        if self._warming is None:
+            self.start_helpers()
+            if not self._warm_wanted:
+                return self._processes > 1  # used directly: wait for them this once
+        if self._processes <= 1 or self._warming is None:
+            return False
+        return all(f.done() for f in self._warming)
 
     def complete(self, rows: list[tuple[int, str, bytes]]) -> list[Outcome]:
         """Answer a chunk of requests ``(n, custom_id, body)``."""
@@ -386,7 +408,7 @@ class OfflineBackend:
     def submit(self, rows: list[tuple[int, str, bytes]]) -> Future[list[Outcome]]:
         """Start answering a chunk; large chunks go to the helper processes."""
         created = int(self._clock())
-        if self._processes > 1 and len(rows) >= self.PARALLEL_FROM:
+        if len(rows) >= self.PARALLEL_FROM and self._helpers_ready():
             size = -(-len(rows) // (self._processes * 2))
             try:
                 pool = _pool(self._processes)
