@@ -50,7 +50,9 @@ def write_task(
             chunk = next(chunks, None)
             timings.add("join", mark, time.perf_counter())
     slim_table = pa.concat_tables(slim)
-    report = build_report(config, table, slim_table, outcome.batches, path, outcome.requests)
+    report = build_report(
+        config, table, slim_table, outcome.batches, path, outcome.requests, outcome.tokens
+    )
     report["timings"] = timings.take(elapsed + time.perf_counter() - started)
     charts = None
     if "://" not in path:

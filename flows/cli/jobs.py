@@ -158,9 +158,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"  API: {api}")
     for model in config.model_names:
         plan = plan_requests(table, config, ids, model)
+        pending = plan.rows
+        if not args.offline:  # what the API already answered is not sent again
+            pending, note = _unanswered(config, config_path, plan)
+            print(f"  {model}: {note}")
         batches: list[tuple[str, int, int]] = []
         requests = tokens = total_bytes = 0
-        for planned in plan_batches(plan, config):  # as a run's shards render and split them
+        for planned in plan_batches(plan, config, rows=pending):  # as a run's shards do
             piece = planned.requests
             batches.append((planned.name, len(piece), piece.nbytes))
             requests += len(piece)
@@ -181,6 +185,32 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _show(checked, args.show)
     print("Nothing was sent.")
     return 0
+
+
+def _unanswered(config: Any, config_path: Any, plan: Any) -> tuple[Any, str]:
+    """The rows of ``plan`` whose request has no answer on the job's API yet (asked as a run
+    would, changing nothing), and a line saying what was found."""
+    from flows.clients import open_client
+    from tablebatch.api import BatchApiError
+    from tablebatch.jobs.config import project_root
+    from tablebatch.jobs.discover import discover, unanswered
+    from tablebatch.jobs.submit import StageRun
+
+    root = project_root(config_path)
+    api = config.api
+    if (api is None or api.is_local) and not (root / ".tablebatch" / "server.db").exists():
+        return plan.rows, "no earlier run on the local server: every request is new"
+    run = StageRun(config, "answer", plan.model, config.fingerprint(plan.model))
+    try:
+        with open_client(config, root, process=False) as client:
+            found = discover(client, run, plan.rows, lambda _: set(), look_only=True)
+    except BatchApiError as exc:
+        return plan.rows, f"could not ask the API what it answered ({exc}); counting all"
+    pending = plan.rows.select(unanswered(plan.rows.ids, found.results, run.kind.retry_invalid))
+    return pending, (
+        f"{found.found} of {len(plan.rows)} distinct request(s) already answered on the API "
+        f"(not sent again); {len(pending)} to send"
+    )
 
 
 def _show(checked: Any, count: int) -> None:
@@ -297,6 +327,11 @@ def add_parsers(sub: Any) -> None:
         metavar="N",
         help="print the first N requests (system, messages, params) exactly as they would be "
         "sent, to check a prompt before money is spent",
+    )
+    commands["plan"].add_argument(
+        "--offline",
+        action="store_true",
+        help="ask the API nothing: count every request, as if the job had never run",
     )
     validate = sub.add_parser(
         "validate",

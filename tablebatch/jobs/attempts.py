@@ -22,7 +22,7 @@ from tablebatch.jobs.build import Sendable, shard_rows
 from tablebatch.jobs.guard import stopping
 from tablebatch.jobs.naming import batch_prefix
 from tablebatch.jobs.progress import Progress
-from tablebatch.jobs.rows import ATTEMPTS, RUN_SCHEMA, stopped_mask
+from tablebatch.jobs.rows import ATTEMPTS, RUN_SCHEMA, best, stopped_mask
 from tablebatch.jobs.submit import Shard, ShardOutcome, StageRun, existing_batches
 from tablebatch.jobs.watch import BatchWatcher
 
@@ -80,14 +80,6 @@ def check_budget(budget: float, attempt: pa.Table) -> None:
     )
 
 
-def merge(final: pa.Table | None, attempt: pa.Table) -> pa.Table:
-    """Results so far, the newest attempt winning for the rows it holds."""
-    if final is None:
-        return attempt
-    older = final.filter(pc.invert(pc.is_in(final["custom_id"], value_set=attempt["custom_id"])))
-    return pa.concat_tables([older, attempt])
-
-
 def to_retry(results: pa.Table, retry_invalid: bool) -> pa.Array | pa.ChunkedArray:
     """The custom_ids an attempt sends again: failed rows, and invalid answers when the
     kind retries them."""
@@ -141,7 +133,7 @@ def run_attempts(
             outcome.found += shard.found
         now = pa.concat_tables([s.results for s in done])
         now = now.append_column(ATTEMPTS, pa.array([attempt] * now.num_rows, pa.int32()))
-        final = merge(final, now)
+        final = now if final is None else best([final, now])
         outcome.results = final
         try:
             check_budget(config.batch.error_budget, now)

@@ -22,11 +22,20 @@ import pyarrow.compute as pc
 
 from tablebatch.api import Limits
 from tablebatch.jobs.errors import DataError
-from tablebatch.jobs.naming import batch_name, piece_name
+from tablebatch.jobs.naming import batch_name, content_digest, piece_name
 from tablebatch.jobs.schema import JobConfig, template_fields
 from tablebatch.jobs.text import as_text, blank, id_texts, text_values
 
 _READABLE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+REQUEST_ID_PREFIX = "k-"
+
+
+def request_id(body: bytes) -> str:
+    """The custom_id of a request: a digest of what it sends (model, messages, params), so
+    that the same request has the same id in every run, whatever row carries it."""
+    return REQUEST_ID_PREFIX + hashlib.blake2b(body, digest_size=8).hexdigest()
 
 
 def custom_id_for(row_id: str) -> str:
@@ -146,6 +155,12 @@ class Requests:
         mask = pc.is_in(self.ids, value_set=pa.array(custom_ids, pa.string()))
         return Requests(self.ids.filter(mask), self.items.filter(mask))
 
+    def by_id(self) -> Requests:
+        """The requests in the order of their ids (so that batches of the same requests are
+        the same batches, whatever the table's order)."""
+        order = pc.sort_indices(self.ids)
+        return Requests(self.ids.take(order), self.items.take(order))
+
     def shards(self, max_count: int, max_bytes: int) -> list[Requests]:
         """Runs of at most ``max_count`` requests and ``max_bytes`` bytes (the call's JSON)."""
         if not len(self):
@@ -190,6 +205,8 @@ class Sendable(Protocol):
 
     def select(self, custom_ids: pa.Array | pa.ChunkedArray | list[str]) -> Sendable: ...
 
+    def by_id(self) -> Sendable: ...
+
     def render(self) -> tuple[Requests, dict[str, str]]: ...
 
 
@@ -208,33 +225,54 @@ class Renderer:
         self.limit = config.batch.max_request_bytes
         self.params = orjson.dumps({**config.params, **kind.body()})[1:-1]
 
-    def render(self, table: pa.Table, custom_ids: list[str]) -> tuple[Requests, dict[str, str]]:
-        """The requests of these rows, and the rows left out (custom_id -> why): a request
-        over ``batch.max_request_bytes`` is not sent."""
+    def bodies(self, table: pa.Table) -> Iterator[bytes]:
+        """The encoded chat body of every row of ``table`` (model, messages, params)."""
         values = {c: text_values(table.column(c)) for c in self.columns}
-        template, system, params, limit = self.template, self.system, self.params, self.limit
-        skipped: dict[str, str] = {}
-        sent_ids: list[str] = []
-        sent: list[bytes] = []
-        for offset, custom_id in enumerate(custom_ids):
+        template, system, params = self.template, self.system, self.params
+        for offset in range(table.num_rows):
             row = {c: values[c][offset] for c in self.columns} | self.filled
             messages = [*self.examples, {"role": "user", "content": template.render(row)}]
             if system is not None:
                 messages.insert(0, {"role": "system", "content": system.render(row)})
-            item = orjson.dumps(
-                {"custom_id": custom_id, "body": {"model": self.model, "messages": messages}}
-            )
+            body = orjson.dumps({"model": self.model, "messages": messages})
             if params:  # the body's other parameters, spliced in without a second encoding
-                item = item[:-2] + b"," + params + b"}}"
-            if len(item) > limit:
-                skipped[custom_id] = (
-                    f"the request has {len(item)} bytes, over batch.max_request_bytes "
-                    f"({limit}); shorten the row's text or raise the limit"
-                )
+                body = body[:-1] + b"," + params + b"}"
+            yield body
+
+    def _too_large(self, size: int) -> str | None:
+        if size <= self.limit:
+            return None
+        return (
+            f"the request has {size} bytes, over batch.max_request_bytes ({self.limit}); "
+            "shorten the row's text or raise the limit"
+        )
+
+    def render(self, table: pa.Table, custom_ids: list[str]) -> tuple[Requests, dict[str, str]]:
+        """The requests of these rows, and the rows left out (custom_id -> why): a request
+        over ``batch.max_request_bytes`` is not sent."""
+        skipped: dict[str, str] = {}
+        sent_ids: list[str] = []
+        sent: list[bytes] = []
+        for custom_id, body in zip(custom_ids, self.bodies(table), strict=True):
+            item = b'{"custom_id":' + orjson.dumps(custom_id) + b',"body":' + body + b"}"
+            why = self._too_large(len(item))
+            if why is not None:
+                skipped[custom_id] = why
                 continue
             sent_ids.append(custom_id)
             sent.append(item)
         return Requests(pa.array(sent_ids, pa.string()), pa.array(sent, pa.binary())), skipped
+
+    def identify(self, table: pa.Table) -> tuple[list[str | None], list[str | None]]:
+        """Each row's request id (``request_id`` of what it sends), or why it is left out."""
+        ids: list[str | None] = []
+        reasons: list[str | None] = []
+        wrapper = len(b'{"custom_id":"","body":}') + len(REQUEST_ID_PREFIX) + 16
+        for body in self.bodies(table):
+            why = self._too_large(len(body) + wrapper)
+            ids.append(None if why else request_id(body))
+            reasons.append(why)
+        return ids, reasons
 
     def prompts(self, table: pa.Table) -> list[str]:
         """The user message of every row of ``table``."""
@@ -268,6 +306,11 @@ class Rows:
         mask = pc.is_in(self.ids, value_set=pa.array(custom_ids, pa.string()))
         return Rows(self.table.filter(mask), self.ids.filter(mask), self.renderer)
 
+    def by_id(self) -> Rows:
+        """The rows in the order of their custom_ids (see ``Requests.by_id``)."""
+        order = pc.sort_indices(self.ids)
+        return Rows(self.table.take(order), self.ids.take(order), self.renderer)
+
     def render(self) -> tuple[Requests, dict[str, str]]:
         """The requests of these rows, and the rows left out and why."""
         return self.renderer.render(self.table, self.ids.to_pylist())
@@ -286,12 +329,13 @@ def _empty_prompts(table: pa.Table, columns: list[str]) -> pa.Array:
 
 @dataclass
 class Plan:
-    """What a job sends for one model: every row's custom_id in input order, the rows to
-    send (rendered shard by shard when sent) and the rows left out, with why."""
+    """What a job sends for one model: every row's custom_id in input order (rows that send
+    the same request share its id), one row per distinct request to send (rendered shard by
+    shard when sent), and the rows left out, with why."""
 
     model: str
-    custom_ids: pa.Array
-    rows: Rows
+    custom_ids: pa.Array  # every row's: its request's id, or (left out) its row's
+    rows: Rows  # one row per distinct request: what is sent
     skipped: dict[str, str] = field(default_factory=dict)  # custom_id -> why
 
     @cached_property
@@ -319,26 +363,46 @@ class Plan:
 BUILD_CHUNK = 50_000  # rows rendered at a time by ``Plan.items``
 
 
-def plan_requests(table: pa.Table, config: JobConfig, ids: pa.Array, model: str) -> Plan:
-    """What to send to ``model``: a request per row, except rows whose prompt is empty.
+def plan_requests(
+    table: pa.Table, config: JobConfig, ids: pa.Array, model: str, *, by_content: bool = True
+) -> Plan:
+    """What to send to ``model``: a request per distinct request, except rows whose prompt
+    is empty or whose request is too large (``skipped``, by their row's id).
 
-    Nothing is rendered yet (a run renders each shard as it sends it)."""
+    Every row's request is rendered to learn its id (``request_id``: a digest of what it
+    sends), then dropped: rows that send the same request share one, and a run renders a
+    shard's requests again when it sends them. ``by_content=False`` skips that (rows keep
+    their row ids), for checks that only need to know whether anything can be sent."""
     renderer = Renderer(config, model)
-    custom_ids = custom_ids_for(ids)
+    row_ids = custom_ids_for(ids)
     fields = [f for f in renderer.template.fields if f not in renderer.filled]
     empty = _empty_prompts(table, fields)
     skipped: dict[str, str] = {}
+    columns = table.select(renderer.columns)
     if pc.any(empty).as_py():
         reason = (
             f"the prompt is empty: {', '.join(fields)} "
             f"{'is' if len(fields) == 1 else 'are'} empty in this row"
         )
-        skipped = dict.fromkeys(custom_ids.filter(empty).to_pylist(), reason)
-        keep = pc.invert(empty)
-        rows = Rows(table.select(renderer.columns).filter(keep), custom_ids.filter(keep), renderer)
-    else:
-        rows = Rows(table.select(renderer.columns), custom_ids, renderer)
-    return Plan(model, custom_ids, rows, skipped)
+        skipped = dict.fromkeys(row_ids.filter(empty).to_pylist(), reason)
+    keep = pc.indices_nonzero(pc.invert(empty))
+    if not by_content:
+        return Plan(model, row_ids, Rows(columns.take(keep), row_ids.take(keep), renderer), skipped)
+    custom_ids: list[str] = row_ids.to_pylist()
+    first: dict[str, int] = {}  # request id -> the row that carries it
+    kept = keep.to_pylist()
+    for start in range(0, len(kept), BUILD_CHUNK):
+        rows = kept[start : start + BUILD_CHUNK]
+        found, reasons = renderer.identify(columns.take(pa.array(rows, pa.int64())))
+        for row, request, why in zip(rows, found, reasons, strict=True):
+            if request is None:
+                skipped[custom_ids[row]] = why or "the request cannot be rendered"
+                continue
+            custom_ids[row] = request
+            first.setdefault(request, row)
+    carriers = pa.array(list(first.values()), pa.int64())
+    rows = Rows(columns.take(carriers), pa.array(list(first), pa.string()), renderer)
+    return Plan(model, pa.array(custom_ids, pa.string()), rows, skipped)
 
 
 def build_requests(table: pa.Table, config: JobConfig, ids: pa.Array, model: str) -> Plan:
@@ -370,10 +434,12 @@ def render_shard(rows: Sendable, config: JobConfig) -> tuple[list[Requests], dic
 
 
 def shard_rows(rows: Sendable, config: JobConfig) -> Iterator[tuple[int, Sendable]]:
-    """The shards of ``rows``: runs of ``batch.max_requests``, numbered from 0."""
+    """The shards of ``rows``: runs of ``batch.max_requests`` in the order of their ids (so
+    that the same requests make the same batches), numbered from 0."""
     size = config.batch.max_requests
-    for index, start in enumerate(range(0, len(rows), size)):
-        yield index, rows.slice(start, size)
+    ordered = rows.by_id()
+    for index, start in enumerate(range(0, len(ordered), size)):
+        yield index, ordered.slice(start, size)
 
 
 @dataclass
@@ -384,14 +450,18 @@ class PlannedBatch:
     requests: Requests
 
 
-def plan_batches(plan: Plan, config: JobConfig, attempt: int = 1) -> Iterator[PlannedBatch]:
-    """The batches a run sends for ``plan`` in an attempt, shard by shard, rendered and split
-    as the run's shards do; rows left out on the way are added to ``plan.skipped``."""
+def plan_batches(
+    plan: Plan, config: JobConfig, attempt: int = 1, rows: Sendable | None = None
+) -> Iterator[PlannedBatch]:
+    """The batches a run sends in an attempt for ``rows`` (default: all of ``plan``'s),
+    shard by shard, rendered and split as the run's shards do; rows left out on the way
+    are added to ``plan.skipped``."""
     fingerprint = config.fingerprint(plan.model)
-    for index, rows in shard_rows(plan.rows, config):
-        pieces, skipped = render_shard(rows, config)
+    for _, shard in shard_rows(plan.rows if rows is None else rows, config):
+        pieces, skipped = render_shard(shard, config)
         plan.skipped.update(skipped)
-        name = batch_name(config, "answer", fingerprint, attempt, index)
+        content = content_digest(shard.ids.to_pylist())
+        name = batch_name(config, "answer", fingerprint, attempt, content)
         for piece, requests in enumerate(pieces):
             yield PlannedBatch(piece_name(name, piece), requests)
 

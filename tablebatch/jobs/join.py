@@ -27,7 +27,8 @@ class ModelAnswers:
 
     plan: Plan
     results: pa.Table
-    second: pa.Table | None = None
+    second: pa.Table | None = None  # a second stage's results, one per request
+    second_ids: pa.Array | None = None  # each row's request id in the second stage (or null)
     spool: Spool | None = None  # where the texts of spooled results are
 
     def with_skipped(self) -> pa.Table:
@@ -40,14 +41,14 @@ class ModelAnswers:
         extra = no_answer(ids, "skipped", "skipped", reasons, schema=schema)
         return pa.concat_tables([self.results, extra])
 
-    def second_answers(self) -> dict[str, str | None] | None:
-        """The second stage's answer per custom_id (None where it failed), if there is one."""
-        if self.second is None:
+    def second_answers(self) -> list[str | None] | None:
+        """Each row's answer of the second stage (None where it has none), if there is one."""
+        if self.second is None or self.second_ids is None:
             return None
-        texts = text_column(self.second, "answer", self.spool).to_pylist()
-        ok = [s == "completed" for s in self.second["status"].to_pylist()]
-        ids = self.second["custom_id"].to_pylist()
-        return {c: t if good else None for c, t, good in zip(ids, texts, ok, strict=True)}
+        done = self.second.filter(pc.equal(self.second["status"], "completed"))
+        texts = text_column(done, "answer", self.spool)
+        position = pc.index_in(self.second_ids, value_set=done["custom_id"])
+        return texts.take(position).to_pylist()
 
 
 def output_types(config: JobConfig) -> dict[str, pa.DataType]:
@@ -55,9 +56,16 @@ def output_types(config: JobConfig) -> dict[str, pa.DataType]:
     return OUTPUT_COLUMNS | config.kind_impl.output_columns()
 
 
-def _answer_columns(answers: ModelAnswers, results: pa.Table, position: pa.Array) -> pa.Table:
+def _answer_columns(
+    answers: ModelAnswers,
+    results: pa.Table,
+    position: pa.Array,
+    custom_ids: pa.Array,
+    sharing: pa.Array,
+) -> pa.Table:
     """The answer columns of some input rows: ``position`` is each row's index among
-    ``results`` (null for a row with no result), so this is one take, no sort."""
+    ``results`` (null for a row with no result), so this is one take, no sort;
+    ``sharing``: how many rows send each row's request."""
     joined = results.take(position)
     lost = pc.is_null(joined["status"])
     columns = {
@@ -68,8 +76,17 @@ def _answer_columns(answers: ModelAnswers, results: pa.Table, position: pa.Array
         "attempts": pc.fill_null(joined["attempts"], 0),
         "prompt_tokens": pc.fill_null(joined["prompt_tokens"], 0),
         "completion_tokens": pc.fill_null(joined["completion_tokens"], 0),
+        "request_id": custom_ids,
+        "shared_with": pc.subtract(sharing, 1),
     }
     return pa.table({k: v.cast(OUTPUT_COLUMNS[k]) for k, v in columns.items()})
+
+
+def sharing(custom_ids: pa.Array) -> pa.Array:
+    """How many rows send each row's request (1: the row alone)."""
+    counts = pc.value_counts(custom_ids)
+    where = pc.index_in(custom_ids, value_set=counts.field("values"))
+    return pc.take(counts.field("counts"), where)
 
 
 def _typed(values: Any, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
@@ -96,13 +113,17 @@ def join_chunks(
         if "attempts" not in results.column_names:
             results = results.append_column(ATTEMPTS, pa.nulls(results.num_rows, pa.int32()))
         position = pc.index_in(answers.plan.custom_ids, value_set=results["custom_id"])
-        prepared.append((answers, results, position, answers.second_answers()))
+        shared = sharing(answers.plan.custom_ids)
+        prepared.append((answers, results, position, shared, answers.second_answers()))
     for start in range(0, max(table.num_rows, 1), rows):
         parts = []
-        for answers, results, position, second in prepared:
-            base = _answer_columns(answers, results, position.slice(start, rows))
+        for answers, results, position, shared, second in prepared:
             custom_ids = answers.plan.custom_ids.slice(start, rows)
-            chunk = Chunk(table.slice(start, rows), base, custom_ids, answers.plan.model, second)
+            base = _answer_columns(
+                answers, results, position.slice(start, rows), custom_ids, shared.slice(start, rows)
+            )
+            seconds = None if second is None else second[start : start + rows]
+            chunk = Chunk(table.slice(start, rows), base, custom_ids, answers.plan.model, seconds)
             part = inputs.slice(start, rows)
             for name in base.column_names:
                 part = part.append_column(name, base[name])

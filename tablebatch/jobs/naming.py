@@ -1,15 +1,21 @@
 """Batch names: how a job names its batches, and how a name is read back. One home.
 
-A batch is named ``<job>--<stage>-<fingerprint>--a<attempt>--s<shard>``: the job,
+A batch is named ``<job>--<stage>-<fingerprint>--a<attempt>--<content>``: the job,
 the stage (``answer``, or ``judge``), the fingerprint of what shapes its requests
-(prompt, model, params), the attempt and the shard. The API alone then says which
-batches are a job's, how far each got, and which a re-run may collect: no local
-file is needed to resume.
+(prompt, model, params), the attempt of the run that sent it, and what it holds: 8 hex
+digits of the digest of its requests' ids, which are themselves digests of what each
+request sends (``tablebatch.jobs.build.request_id``). A batch of the same requests has
+the same name, whatever the order or the size of the table it came from; a run that
+crashed finds its batch again by recomputing it. (Names of older versions end in
+``--s<shard>``, a shard's position; they are still read.) A batch too large in bytes
+for one goes as ``<name>-1``, ``<name>-2``, …
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
@@ -20,7 +26,7 @@ Stage = Literal["answer", "judge"]
 STAGES: tuple[str, ...] = get_args(Stage)
 _NAME = re.compile(
     r"^(?P<job>.+)--(?P<stage>[a-z]+)-(?P<fingerprint>[0-9a-f]{8})"
-    r"--a(?P<attempt>\d+)--s(?P<shard>\d+)$"
+    r"--a(?P<attempt>\d+)--(?:s(?P<shard>\d+)|(?P<content>[0-9a-f]{8}))(?:-(?P<piece>\d+))?$"
 )
 
 
@@ -42,11 +48,13 @@ class BatchName:
     stage: str
     fingerprint: str
     attempt: int
-    shard: int
+    shard: int | str  # what it holds: a digest of its requests (an int: a shard's position)
+    piece: int = 0  # the piece of a batch too large in bytes for one
 
     def __str__(self) -> str:
         prefix = stage_prefix(self.job, self.stage, self.fingerprint)
-        return f"{prefix}a{self.attempt}--s{self.shard:04d}"
+        content = f"s{self.shard:04d}" if isinstance(self.shard, int) else self.shard
+        return piece_name(f"{prefix}a{self.attempt}--{content}", self.piece)
 
 
 def stage_prefix(job: str, stage: str, fingerprint: str) -> str:
@@ -64,9 +72,21 @@ def batch_prefix(job: str | Named, stage: str, fingerprint: str, attempt: int) -
     return f"{stage_prefix(_job(job), stage, fingerprint)}a{attempt}--"
 
 
-def batch_name(job: str | Named, stage: str, fingerprint: str, attempt: int, shard: int) -> str:
-    """The deterministic name of a shard's batch: how a re-run finds it again."""
+def batch_name(
+    job: str | Named, stage: str, fingerprint: str, attempt: int, shard: int | str
+) -> str:
+    """The deterministic name of a batch (``shard``: the digest of what it holds,
+    ``content_digest``): how a re-run finds it again."""
     return str(BatchName(_job(job), stage, fingerprint, attempt, shard))
+
+
+def content_digest(custom_ids: Iterable[str]) -> str:
+    """8 hex digits naming a set of requests (by their ids), whatever their order."""
+    digest = hashlib.blake2b(digest_size=4)
+    for custom_id in sorted(custom_ids):
+        digest.update(custom_id.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def piece_name(name: str, piece: int) -> str:
@@ -79,12 +99,14 @@ def parse_batch_name(name: str) -> BatchName | None:
     match = _NAME.match(name)
     if match is None or not JOB_NAME.match(match["job"]):
         return None
+    shard = int(match["shard"]) if match["shard"] is not None else match["content"]
     return BatchName(
         match["job"],
         match["stage"],
         match["fingerprint"],
         int(match["attempt"]),
-        int(match["shard"]),
+        shard,
+        int(match["piece"] or 0),
     )
 
 

@@ -9,16 +9,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tablebatch.api import BatchAPI, Limits, WaitTimeoutError
 from tablebatch.jobs.attempts import ProgressFor, SendShard, StageOutcome, Systemic, run_attempts
-from tablebatch.jobs.build import Plan, within_limits
+from tablebatch.jobs.build import Plan, Sendable, shard_rows, within_limits
+from tablebatch.jobs.discover import discover, unanswered
 from tablebatch.jobs.guard import RunGuard
 from tablebatch.jobs.join import ModelAnswers
-from tablebatch.jobs.rows import as_stopped, unsent
+from tablebatch.jobs.rows import as_stopped, best, unsent
 from tablebatch.jobs.schema import JobConfig
 from tablebatch.jobs.spool import Spool
-from tablebatch.jobs.submit import StageRun
+from tablebatch.jobs.submit import Shard, StageRun
 from tablebatch.jobs.timing import Timings
 
 PlanFor = Callable[[str], Plan]  # a model -> what to send it
@@ -48,6 +50,7 @@ class JobOutcome:
     sent: int = 0
     found: int = 0
     stopped: str | None = None
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
 
     def add(self, stage: StageOutcome) -> None:
         """Count a stage's batches and requests."""
@@ -55,9 +58,15 @@ class JobOutcome:
         self.sent += stage.sent
         self.found += stage.found
 
+    def spent(self, results: pa.Table) -> None:
+        """Count the tokens of the results of this run's own attempts."""
+        for kind in ("prompt", "completion"):
+            self.tokens[kind] += int(pc.sum(results[f"{kind}_tokens"]).as_py() or 0)
+
     @property
     def requests(self) -> dict[str, int]:
-        """Requests sent by this run, and requests found already on the API (not paid again)."""
+        """Requests sent by this run, and answers found already on the API (sent by an
+        earlier run, not paid again)."""
         return {"sent": self.sent, "found": self.found}
 
 
@@ -93,13 +102,8 @@ def run_stages(job: JobRun, table: pa.Table, plan_for: PlanFor) -> JobOutcome:
         if guard.aborted:  # stopped before anything was sent
             outcome.per_model.append(ModelAnswers(plan, unsent(plan.rows.ids), spool=job.spool))
             break
-        try:
-            stage = job.attempts(job.stage("answer", model, config.fingerprint(model)), plan.rows)
-        except Systemic as exc:
-            outcome.stopped = str(exc)
-            stage = exc.outcome or StageOutcome(unsent(plan.rows.ids))
-        outcome.add(stage)
-        results = stage.results
+        run = job.stage("answer", model, config.fingerprint(model))
+        results = _stage(job, run, plan.rows, outcome)
         if guard.aborted:  # rows stopped by its cancel, or never sent: cancelled
             results = as_stopped(results, plan.rows.ids)
         outcome.per_model.append(ModelAnswers(plan, results, spool=job.spool))
@@ -109,14 +113,35 @@ def run_stages(job: JobRun, table: pa.Table, plan_for: PlanFor) -> JobOutcome:
     if second is None:
         return outcome
     for index, answers in enumerate(outcome.per_model):
-        if guard.aborted:
+        if guard.aborted or outcome.stopped:
             break
-        items = second.requests(table, answers, index)
+        items, row_ids = second.requests(table, answers, index)
         run = job.stage(second.stage, second.model, second.fingerprint(answers.plan.model))
-        stage = job.attempts(run, items)
-        outcome.add(stage)
-        answers.second = second.results(stage.results, index)
+        answers.second = _stage(job, run, items, outcome)
+        answers.second_ids = row_ids
     return outcome
+
+
+def _stage(job: JobRun, run: StageRun, items: Sendable, outcome: JobOutcome) -> pa.Table:
+    """One stage for one model: the answers already on the API (earlier runs), then every
+    attempt for the requests that have none; one result per request. A systemic failure
+    ends it with what it has (``outcome.stopped`` says why)."""
+    found = discover(job.client, run, items, lambda pending: _first_names(run, pending))
+    outcome.add(found)
+    pending = items.select(unanswered(items.ids, found.results, run.kind.retry_invalid))
+    try:
+        stage = job.attempts(run, pending) if len(pending) else StageOutcome(best([]))
+    except Systemic as exc:
+        outcome.stopped = str(exc)
+        stage = exc.outcome or StageOutcome(best([]))
+    outcome.add(stage)
+    outcome.spent(stage.results)
+    return best([found.results, stage.results])
+
+
+def _first_names(run: StageRun, pending: Sendable) -> set[str]:
+    """The names of the batches the first attempt sends for ``pending``."""
+    return {Shard(run, 1, i, rows).name for i, rows in shard_rows(pending, run.config)}
 
 
 def timeout_message(

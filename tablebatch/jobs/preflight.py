@@ -44,7 +44,7 @@ def read_input(config: JobConfig, config_path: str | Path) -> Checked:
 def check_sendable(config: JobConfig, table: pa.Table, ids: pa.Array) -> None:
     """Something to send, and a key to send it with; raises ``DataError`` when every row
     would be skipped, ``ConfigError`` when a remote API has no key."""
-    plan = plan_requests(table, config, ids, config.model_names[0])
+    plan = plan_requests(table, config, ids, config.model_names[0], by_content=False)
     sendable = False
     for start in range(0, len(plan.rows), 1000):  # until a row renders within the limits
         requests, skipped = plan.rows.slice(start, 1000).render()

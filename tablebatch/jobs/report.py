@@ -39,6 +39,34 @@ def _counts(column: pa.ChunkedArray) -> dict[Any, int]:
     }
 
 
+def _behind(output: pa.Table) -> dict[str, int]:
+    """The tokens behind the output's answers: each request once, however many rows share it."""
+    if "request_id" not in output.column_names:
+        return {
+            "prompt": pc.sum(output.column("prompt_tokens")).as_py() or 0,
+            "completion": pc.sum(output.column("completion_tokens")).as_py() or 0,
+        }
+    each = output.select(["request_id", "prompt_tokens", "completion_tokens"]).group_by(
+        "request_id"
+    )
+    once = each.aggregate([("prompt_tokens", "max"), ("completion_tokens", "max")])
+    return {
+        "prompt": pc.sum(once["prompt_tokens_max"]).as_py() or 0,
+        "completion": pc.sum(once["completion_tokens_max"]).as_py() or 0,
+    }
+
+
+def _requests(output: pa.Table, requests: dict[str, int] | None) -> dict[str, int]:
+    """Rows and requests: sent by this run, found answered on the API (earlier runs), and
+    rows that share another row's request (and so its answer)."""
+    out = dict(requests or {})
+    if "shared_with" in output.column_names:
+        sharing = pc.fill_null(output["shared_with"], 0)
+        out["shared_rows"] = int(pc.sum(pc.greater(sharing, 0)).as_py() or 0)
+        out["distinct"] = len(pc.unique(output["request_id"]))
+    return out
+
+
 def build_report(
     config: JobConfig,
     table: pa.Table,
@@ -46,10 +74,12 @@ def build_report(
     batches: list[dict[str, Any]],
     output_path: str,
     requests: dict[str, int] | None = None,
+    tokens_this_run: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Counts, tokens, batches, attempts and the kind's metrics of a finished run
     (``output``: the report's columns of every output row; ``requests``: what the run sent
-    and what it found already on the API)."""
+    and what it found already on the API; ``tokens_this_run``: what this run's requests
+    used, where ``tokens`` is what the output's answers took, each request once)."""
     report: dict[str, Any] = {
         "job": config.name,
         "kind": config.kind,
@@ -58,15 +88,14 @@ def build_report(
         "input_rows": table.num_rows,
         "output_rows": output.num_rows,
         "rows_by_status": _counts(output.column("status")),
-        "tokens": {
-            "prompt": pc.sum(output.column("prompt_tokens")).as_py() or 0,
-            "completion": pc.sum(output.column("completion_tokens")).as_py() or 0,
-        },
+        "requests": _requests(output, requests),
+        "tokens": _behind(output),
+        "tokens_this_run": tokens_this_run,
         "attempts": {str(k): v for k, v in sorted(_counts(output.column("attempts")).items())},
         "batches": batches,
     }
-    if requests is not None:
-        report["requests"] = requests
+    if tokens_this_run is None:
+        del report["tokens_this_run"]
     report |= config.kind_impl.report(table, output)
     return report
 
@@ -108,6 +137,15 @@ def summary_text(report: dict[str, Any]) -> str:
         f"{report['tokens']['prompt'] + report['tokens']['completion']} tokens in "
         f"{len(report['batches'])} batch(es)",
     ]
+    requests = report.get("requests") or {}
+    if "sent" in requests:
+        spent = report.get("tokens_this_run") or {}
+        shared = requests.get("shared_rows", 0)
+        lines.append(
+            f"  this run sent {requests['sent']} request(s) ({sum(spent.values())} tokens); "
+            f"{requests['found']} answer(s) reused from earlier runs"
+            + (f"; {shared} row(s) share an identical request" if shared else "")
+        )
     kind = _kind(report)
     if kind is not None:
         lines += kind.summary(report)

@@ -48,6 +48,8 @@ OUTPUT_COLUMNS: dict[str, pa.DataType] = {
     "attempts": pa.int32(),
     "prompt_tokens": pa.int64(),
     "completion_tokens": pa.int64(),
+    "request_id": pa.string(),  # the id of what the row sends: rows that send the same, share
+    "shared_with": pa.int32(),  # how many other rows send the same request (and share its answer)
 }
 NOT_SENT = "cancelled: the run was stopped before this row was sent"
 
@@ -131,3 +133,29 @@ def input_columns(table: pa.Table, ours: set[str]) -> pa.Table:
     """The input columns, renamed ``<name>_input`` where they collide with the output's."""
     names = [f"{n}_input" if n in ours else n for n in table.column_names]
     return table.rename_columns(names)
+
+
+_RANK = {"completed": 0, "invalid": 1, "failed": 2, "cancelled": 3, "skipped": 4}
+
+
+def best(tables: list[pa.Table]) -> pa.Table:
+    """One result per custom_id from several (earlier runs' batches, this run's attempts):
+    an answer beats an invalid answer, which beats a failure or a cancel, so a good answer
+    is never replaced by a worse one; among equals the later table wins (a newer attempt)."""
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return RUN_SCHEMA.empty_table()
+    if len(tables) == 1 and len(pc.unique(tables[0]["custom_id"])) == tables[0].num_rows:
+        return tables[0]
+    both = pa.concat_tables(tables, promote_options="default")
+    n = both.num_rows
+    rank = pa.array([_RANK.get(s, 5) for s in both["status"].to_pylist()], pa.int8())
+    order = pa.array(range(n, 0, -1), pa.int64())  # later first
+    keyed = pa.table({"id": both["custom_id"], "rank": rank, "order": order})
+    ranked = pc.sort_indices(
+        keyed, [("id", "ascending"), ("rank", "ascending"), ("order", "ascending")]
+    )
+    ids = both["custom_id"].take(ranked).combine_chunks()
+    previous = pa.concat_arrays([pa.nulls(1, pa.string()), ids.slice(0, max(n - 1, 0))])
+    first = pc.fill_null(pc.not_equal(ids, previous), True)
+    return both.take(ranked.filter(first))

@@ -46,7 +46,7 @@ def short_age(seconds: float | None) -> str:
 def status_header(width: int = 30) -> str:
     """The header of a status table whose batch ids are ``width`` wide."""
     return (
-        f"{'batch':<{width}}  {'stage':<15}  {'attempt':>7}  {'shard':>5}  {'status':<10}  "
+        f"{'batch':<{width}}  {'stage':<15}  {'attempt':>7}  {'shard':>10}  {'status':<10}  "
         f"{'done':>6}  {'failed':>6}  {'cancelled':>9}  {'pending':>7}  {'age':>6}  {'tokens':>9}"
     )
 
@@ -71,12 +71,18 @@ def in_order(batches: list[Batch]) -> list[Batch]:
     for batch in batches:
         parsed = parse_batch_name(batch.name)
         group = (parsed.stage, parsed.fingerprint) if parsed else ("", batch.name)
-        keys[batch.id] = (group, (parsed.attempt, parsed.shard) if parsed else (0, 0))
+        keys[batch.id] = (group, (parsed.attempt, str(parsed)) if parsed else (0, batch.name))
         newest[group] = max(newest.get(group, lowest), batch.created_at or lowest)
     return sorted(
         batches,
         key=lambda b: (-newest[keys[b.id][0]].timestamp(), keys[b.id][0], keys[b.id][1]),
     )
+
+
+def _shard(shard: int | str, piece: int) -> int | str:
+    """What a name says of its shard: the digest of what it holds (or an older name's
+    position), and the piece of a batch split by bytes."""
+    return f"{shard}-{piece}" if piece else shard
 
 
 def batch_row(batch: Batch, now: datetime | None = None) -> dict[str, Any]:
@@ -86,7 +92,7 @@ def batch_row(batch: Batch, now: datetime | None = None) -> dict[str, Any]:
         "batch": batch.id,
         "stage": f"{parsed.stage}-{parsed.fingerprint}" if parsed else batch.name,
         "attempt": parsed.attempt if parsed else None,
-        "shard": parsed.shard if parsed else None,
+        "shard": _shard(parsed.shard, parsed.piece) if parsed else None,
         "status": batch.status,
         "done": batch.completed_count,
         "failed": batch.failed_count,
@@ -102,7 +108,7 @@ def batch_line(batch: Batch, now: datetime | None = None, width: int = 30) -> st
     r = batch_row(batch, now)
     return (
         f"{r['batch']:<{width}}  {r['stage']:<15}  {r['attempt'] or '':>7}  "
-        f"{'' if r['shard'] is None else r['shard']:>5}  {r['status']:<10}  "
+        f"{'' if r['shard'] is None else r['shard']:>10}  {r['status']:<10}  "
         f"{r['done']:>6}  {r['failed']:>6}  {r['cancelled']:>9}  {r['pending']:>7}  "
         f"{r['age']:>6}  {r['tokens']:>9,}"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -19,7 +20,13 @@ from tablebatch.crash import crash_point
 from tablebatch.jobs.build import Sendable, render_shard
 from tablebatch.jobs.guard import stopping
 from tablebatch.jobs.kinds import Kind
-from tablebatch.jobs.naming import Stage, batch_description, batch_name, piece_name
+from tablebatch.jobs.naming import (
+    Stage,
+    batch_description,
+    batch_name,
+    content_digest,
+    piece_name,
+)
 from tablebatch.jobs.progress import Progress
 from tablebatch.jobs.rows import (
     NOT_SENT,
@@ -66,11 +73,12 @@ class Shard:
     progress: Progress | None = None
     watcher: BatchWatcher | None = None
 
-    @property
+    @cached_property
     def name(self) -> str:
-        """The name of its (first) batch."""
+        """The name of its (first) batch: its stage, attempt and what it holds."""
         run = self.run
-        return batch_name(run.config, run.stage, run.fingerprint, self.attempt, self.index)
+        content = content_digest(self.rows.ids.to_pylist())
+        return batch_name(run.config, run.stage, run.fingerprint, self.attempt, content)
 
 
 @dataclass
@@ -180,9 +188,16 @@ def _read(result: dict[str, Any], batch_id: str, out: dict[str, list[Any]]) -> N
     out["reason"].append(reason)
 
 
-def collect(client: BatchAPI, batch: Batch, custom_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """Every result of a finished batch, as a table (built a page at a time, in pages as
-    large as the API takes); requests with none get the batch's reason."""
+def collect(
+    client: BatchAPI,
+    batch: Batch,
+    custom_ids: pa.Array | pa.ChunkedArray,
+    *,
+    missing_rows: bool = True,
+) -> pa.Table:
+    """Every result of a finished batch for these custom_ids, as a table (built a page at a
+    time, in pages as large as the API takes); requests with none get the batch's reason
+    (with ``missing_rows``: a batch this run sent holds them all)."""
     pages: list[pa.RecordBatch] = []
     read = 0
     for page in client.iter_result_pages(batch.id, page_size=10_000):
@@ -198,7 +213,7 @@ def collect(client: BatchAPI, batch: Batch, custom_ids: pa.Array | pa.ChunkedArr
     if not pc.all(ours).as_py():  # results for requests this shard did not send: not ours
         table = table.filter(ours)
     missing = pc.filter(custom_ids, pc.invert(pc.is_in(custom_ids, value_set=table["custom_id"])))
-    if len(missing):
+    if len(missing) and missing_rows:
         why: Reason
         if batch.status == "cancelled":
             why = "cancelled"
@@ -214,7 +229,7 @@ def collect(client: BatchAPI, batch: Batch, custom_ids: pa.Array | pa.ChunkedArr
     return table
 
 
-def _checked(table: pa.Table, kind: Kind) -> pa.Table:
+def checked(table: pa.Table, kind: Kind) -> pa.Table:
     """Answered rows whose answer the kind finds invalid become ``invalid``, with why."""
     problems = kind.check_answers(table["answer"].combine_chunks())
     if problems is None:
@@ -268,7 +283,7 @@ def send_shard(
             else:
                 ended = wait_for(client, found, run.config, on_progress)
         with run.timings.timed("collect"):
-            table = _checked(collect(client, ended, ids), run.kind)
+            table = checked(collect(client, ended, ids), run.kind)
         if ended.status == "cancelled" and found.status != "cancelled":
             stopped = pc.fill_null(pc.equal(table["reason"], "cancelled"), False)
             status = pc.if_else(stopped, "cancelled", table["status"])

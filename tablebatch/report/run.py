@@ -13,26 +13,12 @@ from typing import Any
 
 import orjson
 
+from tablebatch.jobs.kinds import KINDS
+from tablebatch.jobs.rows import OUTPUT_COLUMNS as ROW_COLUMNS
 from tablebatch.report.table import OutputTable, ReportInputError
 
 # the columns every output has, and the kinds' own (everything else is an input column)
-OUTPUT_COLUMNS = {
-    "answer",
-    "status",
-    "error",
-    "batch_id",
-    "attempts",
-    "prompt_tokens",
-    "completion_tokens",
-    "label",
-    "summary",
-    "rouge1",
-    "rouge2",
-    "rougeL",
-    "model",
-    "score",
-    "judge_answer",
-}
+OUTPUT_COLUMNS = set(ROW_COLUMNS).union(*(kind.columns for kind in KINDS.values()))
 
 
 REQUIRED = ["job", "kind", "rows_by_status", "output_rows"]  # keys every report JSON has

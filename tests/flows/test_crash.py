@@ -100,8 +100,9 @@ def test_a_killed_run_resumes_in_every_dialect(tmp_path: Path, provider: str, po
     _finish(_crash(first, point, tmp_path / "machine-2", provider))
 
 
-def _finish(second: Path) -> None:
-    """Run the job to its end and check: every row once, every request sent once."""
+def _finish(second: Path, batches: int = 1) -> None:
+    """Run the job to its end and check: every row once, every request sent once, in
+    ``batches`` batches."""
     rerun = _run(second)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
@@ -110,6 +111,23 @@ def _finish(second: Path) -> None:
     assert set(output.column("status").to_pylist()) == {"completed"}
     with sqlite3.connect(second / ".tablebatch/server.db") as db:
         sent = db.execute("SELECT COUNT(*), COUNT(DISTINCT custom_id) FROM requests").fetchone()
-        batches = db.execute("SELECT status, request_count FROM batches").fetchall()
+        found = db.execute("SELECT status, request_count FROM batches").fetchall()
     assert sent == (ROWS, ROWS)  # every request received exactly once
-    assert [b for b in batches if b[0] != "cancelled"] == [("completed", ROWS)]
+    ended = [b for b in found if b[0] != "cancelled"]
+    assert {b[0] for b in ended} == {"completed"} and len(ended) == batches
+    assert sum(b[1] for b in ended) == ROWS
+
+
+def test_a_killed_incremental_run_resumes_on_a_fresh_machine(tmp_path: Path) -> None:
+    """The table grew since the last run; the run that sends the new rows is killed while
+    adding them; a run on another machine sends only what the API has not received."""
+    first = _project(tmp_path / "machine-1")
+    (first / "data/reviews.csv").write_text(
+        "\n".join((first / "data/reviews.csv").read_text().splitlines()[:1001]) + "\n"
+    )
+    assert _run(first).returncode == 0  # 1,000 rows answered
+    grown = _project(tmp_path / "grown")  # the whole table: 1,500 rows more
+    shutil.copy(grown / "data/reviews.csv", first / "data/reviews.csv")
+    (first / "data/output/crash.parquet").unlink()  # so the crash is seen to write none
+    second = _crash(first, "mid-add", tmp_path / "machine-2")
+    _finish(second, batches=2)

@@ -101,7 +101,7 @@ def test_failed_rows_are_retried_in_follow_up_batches(project, monkeypatch) -> N
     monkeypatch.setenv("TABLEBATCH_SERVER_FAULTS__SEED", "4")
     rows = [(f"r{i}", f"Review {i}: great, I love it", "positive") for i in range(40)]
     config = project(
-        _classification(batch={"max_attempts": 3, "max_requests": 15}),
+        _classification(batch={"max_attempts": 3, "max_requests": 15, "error_budget": 0.9}),
         {"data/reviews.csv": _csv(rows, ("review_id", "text", "gold"))},
     )
     report = batch_job(str(config))

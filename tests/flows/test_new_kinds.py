@@ -111,8 +111,6 @@ def test_each_new_kind_in_every_dialect(project, tmp_path, provider) -> None:
     fields = report["extraction"]["fields"]
     assert fields["refund_requested"]["values"] == {"false": 4, "true": 1}
     assert report["extraction"]["gold"]["severity"]["scored"] == 5
-    page = (tmp_path / f"data/output/ex-{provider}.parquet.report.html").read_text()
-    assert 'data-table="fields"' in page and 'data-figure="validity_rate"' in page
 
     # multi-label classification with descriptions, an example, a rationale
     tags = _job(
@@ -154,8 +152,6 @@ def test_each_new_kind_in_every_dialect(project, tmp_path, provider) -> None:
     for name in ("chrf", "bleu", "rouge1", "rouge2", "rougeL"):  # numbers (CSV: as read back)
         assert pa.types.is_floating(out.schema.field(name).type) or out[name].to_pylist() == [0, 0]
     assert 0 < report["scores"]["chrf"] < 100
-    page = (tmp_path / f"data/output/gen-{provider}.csv.report.html").read_text()
-    assert 'data-figure="chrf"' in page
 
     # what the server was asked: structured output for the 10 requests of the first two jobs
     bodies = _bodies(tmp_path)
@@ -193,7 +189,8 @@ def test_invalid_answers_are_retried_then_kept_invalid_with_the_reason(
     )
     assert out.column("severity").null_count == 5
     assert report["extraction"]["validity_rate"] == 0.0
-    assert batch_job(str(config))["requests"] == {"sent": 0, "found": 10}
+    requests = batch_job(str(config))["requests"]
+    assert (requests["sent"], requests["found"]) == (0, 10)
 
 
 def test_a_schema_file_and_csv_output(project, tmp_path) -> None:

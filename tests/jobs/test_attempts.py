@@ -17,6 +17,7 @@ from tablebatch.api import Batch
 from tablebatch.jobs.attempts import Systemic, check_budget, run_attempts
 from tablebatch.jobs.build import plan_requests
 from tablebatch.jobs.config import parse_config
+from tablebatch.jobs.naming import content_digest
 from tablebatch.jobs.rows import RESULT_SCHEMA, no_answer, results_table
 from tablebatch.jobs.submit import Shard, ShardOutcome, StageRun
 
@@ -48,8 +49,10 @@ def _run(**batch: object) -> StageRun:
 
 
 def _rows(run: StageRun, n: int):
+    """The rows to send, and each row's request id by its row id."""
     table = pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"t{i}" for i in range(n)]})
-    return plan_requests(table, run.config, table["id"].combine_chunks(), "m").rows
+    plan = plan_requests(table, run.config, table["id"].combine_chunks(), "m")
+    return plan.rows, dict(zip(table["id"].to_pylist(), plan.custom_ids.to_pylist(), strict=True))
 
 
 def _answered(shard: Shard, fails: Callable[[str, int], bool]) -> ShardOutcome:
@@ -95,29 +98,33 @@ def test_every_row_once_in_shards_within_the_concurrency_bound() -> None:
     seen: list[Shard] = []
     with ThreadPoolExecutor(8) as pool:
         send, state = _sender(lambda c, a: False, pool, seen)
-        outcome = run_attempts(NoBatches(), run, _rows(run, 10), send)
+        rows, ids = _rows(run, 10)
+        outcome = run_attempts(NoBatches(), run, rows, send)
     assert [len(s.rows) for s in seen] == [3, 3, 3, 1]
-    assert [s.name for s in seen][-1] == "loop--answer-fp--a1--s0003"
+    last = seen[-1]  # a batch is named by what it holds: the same rows, the same name
+    assert last.name == f"loop--answer-fp--a1--{content_digest(last.rows.ids.to_pylist())}"
     assert state["most"] <= 2
-    assert sorted(outcome.results["custom_id"].to_pylist()) == sorted(f"id-r{i}" for i in range(10))
+    assert sorted(outcome.results["custom_id"].to_pylist()) == sorted(ids.values())
     assert set(outcome.results["attempts"].to_pylist()) == {1}
     assert outcome.sent == 10 and len(outcome.batches) == 4
 
 
 def test_failed_rows_go_again_until_they_pass_or_attempts_run_out() -> None:
     run = _run(max_requests=4, max_attempts=3, error_budget=1.0)
-    flaky = {"id-r1": 1, "id-r5": 2, "id-r7": 9}  # fails up to this attempt
+    rows, ids = _rows(run, 8)
+    flaky = {ids["r1"]: 1, ids["r5"]: 2, ids["r7"]: 9}  # fails up to this attempt
     seen: list[Shard] = []
     with ThreadPoolExecutor(4) as pool:
         send, _ = _sender(lambda c, a: a <= flaky.get(c, 0), pool, seen)
-        outcome = run_attempts(NoBatches(), run, _rows(run, 8), send)
+        outcome = run_attempts(NoBatches(), run, rows, send)
     final = {r["custom_id"]: r for r in outcome.results.to_pylist()}
-    assert final["id-r1"]["status"] == "completed" and final["id-r1"]["attempts"] == 2
-    assert final["id-r5"]["status"] == "completed" and final["id-r5"]["attempts"] == 3
-    assert final["id-r7"]["status"] == "failed" and final["id-r7"]["attempts"] == 3
+    r1, r5, r7 = final[ids["r1"]], final[ids["r5"]], final[ids["r7"]]
+    assert r1["status"] == "completed" and r1["attempts"] == 2
+    assert r5["status"] == "completed" and r5["attempts"] == 3
+    assert r7["status"] == "failed" and r7["attempts"] == 3
     assert [sorted(s.rows.ids.to_pylist()) for s in seen if s.attempt > 1] == [
-        ["id-r1", "id-r5", "id-r7"],
-        ["id-r5", "id-r7"],
+        sorted([ids["r1"], ids["r5"], ids["r7"]]),
+        sorted([ids["r5"], ids["r7"]]),
     ]
 
 
@@ -125,9 +132,10 @@ def test_past_the_error_budget_the_loop_stops_with_what_it_has() -> None:
     run = _run(max_requests=20, max_attempts=3, error_budget=0.5)
     seen: list[Shard] = []
     with ThreadPoolExecutor(2) as pool:
-        send, _ = _sender(lambda c, a: c != "id-r0", pool, seen)
+        rows, ids = _rows(run, 20)
+        send, _ = _sender(lambda c, a: c != ids["r0"], pool, seen)
         with pytest.raises(Systemic, match=r"19 of 20 requests failed .*server_error: boom") as e:
-            run_attempts(NoBatches(), run, _rows(run, 20), send)
+            run_attempts(NoBatches(), run, rows, send)
     assert {s.attempt for s in seen} == {1}  # no row-by-row retry of a systemic failure
     kept = e.value.outcome.results
     assert (
@@ -148,5 +156,5 @@ def test_a_stopped_run_sends_no_further_shard_or_attempt(monkeypatch) -> None:
     monkeypatch.setattr("tablebatch.jobs.attempts.stopping", lambda: len(seen) >= 2)
     with ThreadPoolExecutor(2) as pool:
         send, _ = _sender(lambda c, a: True, pool, seen)
-        run_attempts(NoBatches(), run, _rows(run, 10), send)
+        run_attempts(NoBatches(), run, _rows(run, 10)[0], send)
     assert len(seen) == 2 and {s.attempt for s in seen} == {1}

@@ -8,7 +8,14 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from tablebatch.jobs.build import Requests, build_requests, check_table, custom_id_for, shard
+from tablebatch.jobs.build import (
+    Requests,
+    build_requests,
+    check_table,
+    custom_id_for,
+    request_id,
+    shard,
+)
 from tablebatch.jobs.config import parse_config
 from tablebatch.jobs.errors import DataError
 from tablebatch.jobs.join import ModelAnswers, join
@@ -76,7 +83,8 @@ def test_build_renders_system_template_and_params() -> None:
     plan = build_requests(table, config, check_table(table, config, "x"), "m")
     custom_id, item = plan.items[0]
     request = orjson.loads(item)
-    assert request["custom_id"] == custom_id == "id-id0"
+    assert request["custom_id"] == custom_id == request_id(orjson.dumps(request["body"]))
+    assert custom_id.startswith("k-") and plan.custom_ids[0].as_py() == custom_id
     assert request["body"] == {
         "model": "m",
         "messages": [
@@ -96,7 +104,8 @@ def test_empty_and_oversized_rows_are_skipped_not_sent() -> None:
         {"id": ["a", "b", "c"], "product": ["p"] * 3, "text": ["fine", None, "x" * 1000]}
     )
     plan = build_requests(table, config, check_table(table, config, "x"), "m")
-    assert [c for c, _ in plan.items] == ["id-a"]
+    assert [c for c, _ in plan.items] == [plan.custom_ids[0].as_py()]
+    assert plan.custom_ids.to_pylist()[1:] == ["id-b", "id-c"]  # left out: by their rows
     assert "prompt is empty" in plan.skipped["id-b"]
     assert "over batch.max_request_bytes (400)" in plan.skipped["id-c"]
 
@@ -135,6 +144,8 @@ def test_join_does_not_depend_on_the_order_results_come_in() -> None:
         "attempts",
         "prompt_tokens",
         "completion_tokens",
+        "request_id",
+        "shared_with",
         "label",
     ]
     labels = out.column("label").to_pylist()
@@ -148,7 +159,7 @@ def test_rows_without_results_are_failed_and_skipped_rows_say_why() -> None:
     plan = build_requests(table, config, check_table(table, config, "x"), "m")
     results = results_table(
         {
-            "custom_id": ["id-a"],
+            "custom_id": [plan.custom_ids[0].as_py()],
             "status": ["completed"],
             "answer": ["positive"],
             "error": [None],
@@ -206,17 +217,17 @@ def test_rows_render_a_shard_at_a_time_as_a_whole_build_would() -> None:
     ids = check_table(table, config, "x")
     whole = build_requests(table, config, ids, "m")
     plan = plan_requests(table, config, ids, "m")
-    assert len(plan.rows) == 5  # the empty prompts are known before rendering
-    assert set(plan.skipped) == {"id-r1", "id-r4"}
+    assert len(plan.rows) == 4  # the empty prompts and the request too large are known
+    assert set(plan.skipped) == {"id-r1", "id-r2", "id-r4"}
     pairs, skipped = [], {}
     for start in range(0, len(plan.rows), 2):
         requests, left_out = plan.rows.slice(start, 2).render()
         pairs += list(requests)
         skipped |= left_out
-    assert pairs == list(whole.items)
-    assert skipped == {"id-r2": whole.skipped["id-r2"]}
-    picked = plan.rows.select(["id-r6", "id-r0"])
-    assert [c for c, _ in picked.render()[0]] == ["id-r0", "id-r6"]
+    assert pairs == list(whole.items) and not skipped
+    r0, r6 = plan.custom_ids[0].as_py(), plan.custom_ids[6].as_py()
+    picked = plan.rows.select([r6, r0])
+    assert [c for c, _ in picked.render()[0]] == [r0, r6]  # still in input order
 
 
 def test_progress_reports_at_most_every_so_often_and_at_the_end() -> None:

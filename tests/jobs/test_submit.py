@@ -85,7 +85,7 @@ def test_a_shard_costs_the_fewest_calls_and_a_rerun_sends_nothing(server) -> Non
     """A fresh shard: one listing for the attempt, create, one check for a racing run,
     the adds, start, polls, one page of results. A re-run: the listing, the polls it needs
     (none: the batch has ended) and the results."""
-    from tablebatch.jobs.naming import batch_prefix
+    from tablebatch.jobs.naming import batch_prefix, content_digest
     from tablebatch.jobs.submit import Shard, StageRun, existing_batches, send_shard
 
     calls: list[str] = []
@@ -100,7 +100,7 @@ def test_a_shard_costs_the_fewest_calls_and_a_rerun_sends_nothing(server) -> Non
         prefix = batch_prefix(config, "answer", "fp", 1)
         existing = existing_batches(client, prefix)
         shard = Shard(StageRun(config, "answer", "m", "fp"), 1, 0, rows, existing)
-        assert shard.name == prefix + "s0000"
+        assert shard.name == prefix + content_digest(rows.ids.to_pylist())
         outcome = send_shard(client, shard)
         assert outcome.sent == 2500 and outcome.results.num_rows == 2500
         posts = [c for c in calls if c.startswith("POST")]

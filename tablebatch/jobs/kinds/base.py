@@ -34,7 +34,7 @@ class Chunk:
     answers: pa.Table  # their answer columns (``rows.OUTPUT_COLUMNS``)
     custom_ids: pa.Array
     model: str
-    second: dict[str, str | None] | None = None  # a second stage's answers, by custom_id
+    second: list[str | None] | None = None  # each row's answer of a second stage
 
     @property
     def done(self) -> pa.Array | pa.ChunkedArray:
@@ -52,12 +52,11 @@ class SecondStage(Protocol):
         """The fingerprint of its requests about ``answered_model``'s answers."""
         ...
 
-    def requests(self, table: pa.Table, answers: ModelAnswers, index: int) -> Requests:
-        """Its requests about the answers of one model (the ``index``-th)."""
-        ...
-
-    def results(self, results: pa.Table, index: int) -> pa.Table:
-        """Its results keyed by the custom_ids of the rows they are about."""
+    def requests(
+        self, table: pa.Table, answers: ModelAnswers, index: int
+    ) -> tuple[Requests, pa.Array]:
+        """Its requests about the answers of one model (the ``index``-th), one per distinct
+        request, and each row's request id (null for a row it does not ask about)."""
         ...
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
-from tablebatch.jobs.build import Renderer, Requests, Template
+from tablebatch.jobs.build import Renderer, Requests, Template, request_id
 from tablebatch.jobs.kinds.base import Chunk, Kind, register
 from tablebatch.jobs.metrics import evaluation_stats
 from tablebatch.jobs.report_text import num, pct
@@ -83,8 +83,11 @@ class Judge:
         """The fingerprint of its requests about ``answered_model``'s answers."""
         return self.config.fingerprint(self.model, answered_model)
 
-    def requests(self, table: pa.Table, answers: ModelAnswers, index: int) -> Requests:
-        """One request per answered row of the ``index``-th model."""
+    def requests(
+        self, table: pa.Table, answers: ModelAnswers, index: int
+    ) -> tuple[Requests, pa.Array]:
+        """A request per answered row of the ``index``-th model (rows that ask the same,
+        share one), and each row's request id."""
         template = Template(self.judge.template)
         columns = set(template_fields(self.judge.template)) - JUDGE_FIELDS
         custom_ids = answers.plan.custom_ids
@@ -96,8 +99,11 @@ class Judge:
         values = {c: text_values(judged[c]) for c in columns}
         references = text_values(judged[self.config.reference_column or ""])
         prompts = Renderer(self.config, answers.plan.model).prompts(judged)
-        pairs = []
-        for i, custom_id in enumerate(custom_ids.take(rows).to_pylist()):
+        pairs: dict[str, bytes] = {}
+        per_row: list[str | None] = [None] * table.num_rows
+        for i, (at, custom_id) in enumerate(
+            zip(rows.to_pylist(), custom_ids.take(rows).to_pylist(), strict=True)
+        ):
             row = {c: values[c][i] for c in columns}
             row |= {
                 "prompt": prompts[i],
@@ -107,15 +113,13 @@ class Judge:
             messages = [{"role": "user", "content": template.render(row)}]
             if self.judge.system:
                 messages.insert(0, {"role": "system", "content": self.judge.system})
-            body = {"model": self.model, "messages": messages, "temperature": 0}
-            judge_id = f"{custom_id}--m{index}"
-            pairs.append((judge_id, orjson.dumps({"custom_id": judge_id, "body": body})))
-        return Requests.from_pairs(pairs)
-
-    def results(self, results: pa.Table, index: int) -> pa.Table:
-        """The verdicts keyed by the custom_ids of the rows they judge."""
-        ids = pc.utf8_slice_codeunits(results["custom_id"], 0, -len(f"--m{index}"))
-        return results.set_column(results.schema.get_field_index("custom_id"), "custom_id", ids)
+            body = orjson.dumps({"model": self.model, "messages": messages, "temperature": 0})
+            judge_id = request_id(body)
+            per_row[at] = judge_id
+            pairs.setdefault(
+                judge_id, b'{"custom_id":"' + judge_id.encode() + b'","body":' + body + b"}"
+            )
+        return Requests.from_pairs(list(pairs.items())), pa.array(per_row, pa.string())
 
 
 @register
@@ -161,8 +165,7 @@ class Evaluation(Kind):
         texts = chunk.answers["answer"].to_pylist()
         judge = self.config.judge
         if self.config.scoring == "judge" and judge is not None:
-            verdicts = chunk.second or {}
-            judge_texts = [verdicts.get(c) for c in chunk.custom_ids.to_pylist()]
+            judge_texts = chunk.second or [None] * len(texts)
             scores = [
                 judge_verdict(j, judge.pass_labels, judge.fail_labels) if ok else None
                 for j, ok in zip(judge_texts, done, strict=True)

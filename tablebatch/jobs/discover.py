@@ -1,0 +1,125 @@
+"""What the API already holds of a stage: the answers of every earlier batch of the job's
+stage and prompt, for the requests a run is about to send.
+
+A request is known by its id (a digest of what it sends), so an answer is found
+whatever row carries the request now, wherever the row sits in the table, and
+however the table was sharded when it was sent. One listing finds the stage's
+batches (their names start with the stage's prefix); each is read for the run's
+requests only, and one still running is waited for. A batch a stopped run left
+unstarted (a crash while adding) is left to the shard of this run that has its name —
+the same requests make the same name — which adds what it lacks and starts it; one
+that no shard of this run will claim is started here, so that what it holds is
+answered once, and read. The API alone is the source: a fresh machine finds what
+every earlier run sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tablebatch.api import Batch, BatchAPI
+from tablebatch.jobs.attempts import StageOutcome
+from tablebatch.jobs.build import Sendable
+from tablebatch.jobs.naming import parse_batch_name, stage_prefix
+from tablebatch.jobs.rows import ATTEMPTS, best
+from tablebatch.jobs.submit import StageRun, checked, collect
+from tablebatch.jobs.watch import wait_for
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+def discover(
+    client: BatchAPI,
+    run: StageRun,
+    items: Sendable,
+    claimed: Callable[[Sendable], set[str]],
+    *,
+    look_only: bool = False,
+) -> StageOutcome:
+    """The stage's answers already on the API for ``items``' requests (``found``: how many
+    were answered), one result per request id, and the batches they came from.
+    ``claimed(pending)`` names the batches this run's first attempt would send for the
+    requests still pending (an unstarted batch of such a name is left for it).
+    ``look_only``: change nothing and wait for nothing (``tablebatch plan``): only the
+    batches that have ended are read."""
+    prefix = stage_prefix(run.config.name, run.stage, run.fingerprint)
+    with run.timings.timed("collect"):
+        listed = list(client.iter_batches(name_prefix=prefix, page_size=1000))
+    outcome = StageOutcome(best([]))
+    if not listed or not len(items):
+        return outcome
+    listed.sort(key=lambda b: b.created_at or _OLDEST)
+    unstarted = [b for b in listed if b.request_count and b.status in ("created", "pending")]
+    started = [b for b in listed if b.request_count and b not in unstarted]
+    if look_only:
+        started, unstarted = [b for b in started if b.is_terminal], []
+    tables = [t for t in (_read(client, run, b, items.ids, outcome) for b in started) if t]
+    if unstarted:
+        found = best(tables)
+        pending = items.select(unanswered(items.ids, found, run.kind.retry_invalid))
+        names = claimed(pending)
+        left = [b for b in unstarted if b.name not in names]
+        tables += [t for t in (_read(client, run, b, items.ids, outcome) for b in left) if t]
+    outcome.results = best(tables)
+    outcome.found = int(pc.sum(pc.equal(outcome.results["status"], "completed")).as_py() or 0)
+    return outcome
+
+
+def _read(
+    client: BatchAPI,
+    run: StageRun,
+    batch: Batch,
+    ids: pa.Array | pa.ChunkedArray,
+    outcome: StageOutcome,
+) -> pa.Table | None:
+    """The batch's results for ``ids`` once it has ended (None: it holds none of them)."""
+    ended = _ended(client, batch, run)
+    with run.timings.timed("collect"):
+        table = checked(collect(client, ended, ids, missing_rows=False), run.kind)
+    if not table.num_rows:
+        return None
+    parsed = parse_batch_name(ended.name)
+    attempt = parsed.attempt if parsed else 1
+    if run.spool is not None:
+        table = run.spool.put(table)
+    attempts = pa.array([attempt] * table.num_rows, pa.int32())
+    outcome.batches.append(
+        {
+            "id": ended.id,
+            "name": ended.name,
+            "status": ended.status,
+            "model": run.model,
+            "stage": run.stage,
+            "attempt": attempt,
+            "requests": ended.request_count,
+            "earlier": True,  # sent by an earlier run (or one at the same time)
+        }
+    )
+    return table.append_column(ATTEMPTS, attempts)
+
+
+def _ended(client: BatchAPI, batch: Batch, run: StageRun) -> Batch:
+    """The batch once it has ended: started if a stopped run left it filled but unstarted,
+    waited for if it is still running."""
+    if batch.status in ("created", "pending"):
+        batch = client.start(batch.id)
+    if batch.is_terminal:
+        return batch
+    with run.timings.timed("wait"):
+        return wait_for(client, batch, run.config)
+
+
+def unanswered(
+    ids: pa.Array | pa.ChunkedArray, found: pa.Table, retry_invalid: bool
+) -> pa.Array | pa.ChunkedArray:
+    """The ids of ``ids`` with no usable answer in ``found`` (invalid answers count as
+    answered unless the kind sends them again)."""
+    done = pc.equal(found["status"], "completed")
+    if not retry_invalid:
+        done = pc.or_(done, pc.equal(found["status"], "invalid"))
+    answered = found["custom_id"].filter(done)
+    return pc.filter(ids, pc.invert(pc.is_in(ids, value_set=answered)))
