@@ -47,13 +47,4 @@ def summary(report: dict[str, Any]) -> str:
     that a command that prints no summary does not load the job code)."""
     from tablebatch.jobs.report import summary_text
 
-    text = summary_text(report)
-    requests = report.get("requests")
-    if isinstance(requests, dict) and "sent" in requests:  # what this run sent vs reused
-        first, _, rest = text.partition("\n")
-        found = requests.get("found", 0)
-        first += f"; this run sent {requests['sent']} request(s)" + (
-            f" and reused {found} already on the API" if found else ""
-        )
-        text = first + ("\n" + rest if rest else "")
-    return text
+    return summary_text(report)  # its second line: what this run sent, and what it reused
