@@ -195,8 +195,21 @@ def _add_body(limits: ServerLimits) -> Schema:
     }
 
 
-def _batch_link(operation: str, parameter: str = "batch_id") -> Schema:
-    return {"operationRef": operation, "parameters": {parameter: "$response.body#/id"}}
+def operation_ref(path: str, method: str) -> str:
+    """The JSON pointer of an operation of this document (for a link)."""
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method.lower()
+
+
+def links(path: str, parameter: str, source: str, targets: Mapping[str, str]) -> dict[str, Schema]:
+    """Links from an answer to the operations on what it made: ``targets`` maps each
+    link's name to ``"METHOD suffix"`` of an operation at ``path`` + suffix, whose
+    ``parameter`` is ``source`` (e.g. ``$response.body#/id``)."""
+    result = {}
+    for name, target in targets.items():
+        method, _, suffix = target.partition(" ")
+        ref = operation_ref(path + suffix, method)
+        result[name] = {"operationRef": ref, "parameters": {parameter: source}}
+    return result
 
 
 def seed_operations(settings: ServerSettings) -> Docs:
@@ -205,24 +218,26 @@ def seed_operations(settings: ServerSettings) -> Docs:
     listing = {400: CURSOR_400, 422: "A query parameter out of its range"}
     found = {404: "No batch with this id"}
     state = {409: "Not allowed in the batch's status"}
-    links = {
-        name: _batch_link("#/paths/~1v1~1batches~1{batch_id}" + ref)
-        for name, ref in (
-            ("GetBatch", "/get"),
-            ("ListRequests", "~1requests/get"),
-            ("AddRequests", "~1requests/post"),
-            ("ListResults", "~1results/get"),
-            ("Start", "~1start/post"),
-            ("Cancel", "~1cancel/post"),
-        )
-    }
+    links_ = links(
+        "/v1/batches/{batch_id}",
+        "batch_id",
+        "$response.body#/id",
+        {
+            "GetBatch": "GET",
+            "ListRequests": "GET /requests",
+            "AddRequests": "POST /requests",
+            "ListResults": "GET /results",
+            "Start": "POST /start",
+            "Cancel": "POST /cancel",
+        },
+    )
     bad_create = "The body is not JSON, or names a model this server does not serve"
     return {
         ("POST", "/v1/batches"): OperationDoc(
             {400: bad_create, 422: "A field of the body is invalid"},
             body=_create_body(settings),
             idempotent=True,
-            links=links,
+            links=links_,
         ),
         ("GET", "/v1/batches"): OperationDoc(listing),
         ("GET", "/v1/batches/{batch_id}"): OperationDoc(found),

@@ -205,3 +205,17 @@ def test_a_405_says_which_methods_the_path_allows(
     documented = {m.upper() for m in document(server)["paths"][template]}
     assert set(allow.split(", ")) == documented
     assert method in response.text  # in the dialect's shape, naming the method
+
+
+def test_every_link_names_an_operation_of_the_document(server) -> None:
+    doc = document(server)
+    seen = 0
+    for item in doc["paths"].values():
+        for op in item.values():
+            for link in op["responses"]["200"].get("links", {}).values():
+                path, method = link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+                target = doc["paths"][path.replace("~1", "/").replace("~0", "~")][method]
+                names = {p["name"] for p in target.get("parameters", [])}
+                assert set(link.get("parameters", {})) <= names, link
+                seen += 1
+    assert seen >= 15  # create -> get/add/list/results/cancel, in every dialect

@@ -5,7 +5,7 @@ MessageBatch object, and Anthropic's error shape."""
 from __future__ import annotations
 
 from tablebatch.server.dialects.anthropic import CUSTOM_ID, ERROR_TYPES
-from tablebatch.server.openapi import DialectDoc, Docs, OperationDoc, Schema, header
+from tablebatch.server.openapi import DialectDoc, Docs, OperationDoc, Schema, header, links
 from tablebatch.server.settings import ServerSettings
 
 ERROR: Schema = {
@@ -98,18 +98,12 @@ def _create(max_requests: int, max_bytes: int) -> Schema:
 def operations(settings: ServerSettings) -> Docs:
     """The Anthropic dialect's entries."""
     limits = settings.dialect_limits
-    prefix = "#/paths/~1anthropic~1v1~1messages~1batches~1{message_batch_id}"
-    links = {
-        name: {
-            "operationRef": prefix + ref,
-            "parameters": {"message_batch_id": "$response.body#/id"},
-        }
-        for name, ref in (
-            ("GetBatch", "/get"),
-            ("GetResults", "~1results/get"),
-            ("Cancel", "~1cancel/post"),
-        )
-    }
+    made = links(
+        "/anthropic/v1/messages/batches/{message_batch_id}",
+        "message_batch_id",
+        "$response.body#/id",
+        {"GetBatch": "GET", "GetResults": "GET /results", "Cancel": "POST /cancel"},
+    )
     no_batch = {404: "No message batch with this id"}
     missing = "anthropic-version is missing"
     jsonl = {"type": "string", "description": "One {custom_id, result} JSON object a line."}
@@ -124,7 +118,7 @@ def operations(settings: ServerSettings) -> Docs:
             headers=(VERSION,),
             response=BATCH,
             idempotent=True,
-            links=links,
+            links=made,
         ),
         ("GET", "/v1/messages/batches"): OperationDoc(
             {

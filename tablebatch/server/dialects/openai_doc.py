@@ -4,7 +4,14 @@ them, the File and Batch objects, and OpenAI's error shape."""
 from __future__ import annotations
 
 from tablebatch.server.dialects.openai import ENDPOINT, MAX_METADATA, STATUSES, WINDOW
-from tablebatch.server.openapi import DialectDoc, Docs, OperationDoc, Schema
+from tablebatch.server.openapi import (
+    DialectDoc,
+    Docs,
+    OperationDoc,
+    Schema,
+    links,
+    operation_ref,
+)
 from tablebatch.server.settings import ServerSettings
 
 NULLABLE_INT: Schema = {"type": ["integer", "null"]}
@@ -121,22 +128,20 @@ def operations(settings: ServerSettings) -> Docs:
     """The OpenAI dialect's entries."""
     limits = settings.dialect_limits
     no_batch, no_file = {404: "No batch with this id"}, {404: "No file with this id"}
-    batch_link = {
-        name: {"operationRef": ref, "parameters": {"batch_id": "$response.body#/id"}}
-        for name, ref in (
-            ("GetBatch", "#/paths/~1openai~1v1~1batches~1{batch_id}/get"),
-            ("CancelBatch", "#/paths/~1openai~1v1~1batches~1{batch_id}~1cancel/post"),
-        )
-    }
-    file_link = {
-        name: {"operationRef": ref, "parameters": {"file_id": "$response.body#/id"}}
-        for name, ref in (
-            ("GetFile", "#/paths/~1openai~1v1~1files~1{file_id}/get"),
-            ("GetFileContent", "#/paths/~1openai~1v1~1files~1{file_id}~1content/get"),
-        )
-    } | {
+    batch_link = links(
+        "/openai/v1/batches/{batch_id}",
+        "batch_id",
+        "$response.body#/id",
+        {"GetBatch": "GET", "CancelBatch": "POST /cancel"},
+    )
+    file_link = links(
+        "/openai/v1/files/{file_id}",
+        "file_id",
+        "$response.body#/id",
+        {"GetFile": "GET", "GetFileContent": "GET /content"},
+    ) | {
         "CreateBatch": {
-            "operationRef": "#/paths/~1openai~1v1~1batches/post",
+            "operationRef": operation_ref("/openai/v1/batches", "POST"),
             "requestBody": {
                 "input_file_id": "$response.body#/id",
                 "endpoint": ENDPOINT,

@@ -4,7 +4,7 @@ the Batch message and its pages, and xAI's error shape ``{"code", "error"}``."""
 from __future__ import annotations
 
 from tablebatch.server.dialects.xai import GRPC_TEXT, STATES
-from tablebatch.server.openapi import DialectDoc, Docs, OperationDoc, Schema, chat_body
+from tablebatch.server.openapi import DialectDoc, Docs, OperationDoc, Schema, chat_body, links
 from tablebatch.server.settings import ServerSettings
 from tablebatch.server.validation import MAX_CUSTOM_ID
 
@@ -113,17 +113,18 @@ ADD: Schema = {
 def operations(settings: ServerSettings) -> Docs:
     """The xAI dialect's entries."""
     limits = settings.dialect_limits
-    prefix = "#/paths/~1xai~1v1~1batches~1{batch_id}"
-    links = {
-        name: {"operationRef": prefix + ref, "parameters": {"batch_id": "$response.body#/batch_id"}}
-        for name, ref in (
-            ("GetBatch", "/get"),
-            ("AddRequests", "~1requests/post"),
-            ("ListRequests", "~1requests/get"),
-            ("ListResults", "~1results/get"),
-            ("Cancel", ":cancel/post"),
-        )
-    }
+    made = links(
+        "/xai/v1/batches/{batch_id}",
+        "batch_id",
+        "$response.body#/batch_id",
+        {
+            "GetBatch": "GET",
+            "AddRequests": "POST /requests",
+            "ListRequests": "GET /requests",
+            "ListResults": "GET /results",
+            "Cancel": "POST :cancel",
+        },
+    )
     no_batch = {404: "No batch with this id"}
     token = "pagination_token is not one this server gave for this list, or limit is out of range"
     return {
@@ -132,7 +133,7 @@ def operations(settings: ServerSettings) -> Docs:
             body=CREATE,
             response=BATCH,
             idempotent=True,
-            links=links,
+            links=made,
         ),
         ("GET", "/v1/batches"): OperationDoc({400: token}, response=_page("batches", BATCH)),
         ("GET", "/v1/batches/{batch_id}"): OperationDoc(no_batch, response=BATCH),
