@@ -56,6 +56,7 @@ class StageOutcome:
     batches: list[dict[str, Any]] = field(default_factory=list)
     sent: int = 0
     found: int = 0
+    exhausted: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
 
 
 def check_budget(budget: float, attempt: pa.Table) -> None:

@@ -65,8 +65,21 @@ def discover(
         left = [b for b in unstarted if b.name not in names]
         tables += [t for t in (_read(client, run, b, items.ids, outcome) for b in left) if t]
     outcome.results = best(tables)
-    outcome.found = int(pc.sum(pc.equal(outcome.results["status"], "completed")).as_py() or 0)
+    outcome.exhausted = _exhausted(tables, run.config.batch.max_attempts)
     return outcome
+
+
+def _exhausted(tables: list[pa.Table], max_attempts: int) -> pa.Array:
+    """The request ids that failed (or were invalid) in ``max_attempts`` batches or more, over
+    every earlier run: ``batch.max_attempts`` tries per request, across runs."""
+    failed = [
+        t["custom_id"].filter(pc.is_in(t["status"], value_set=pa.array(["failed", "invalid"])))
+        for t in tables
+    ]
+    if not failed:
+        return pa.array([], pa.string())
+    counts = pc.value_counts(pa.chunked_array(failed, pa.string()))
+    return counts.field("values").filter(pc.greater_equal(counts.field("counts"), max_attempts))
 
 
 def _read(
@@ -114,12 +127,19 @@ def _ended(client: BatchAPI, batch: Batch, run: StageRun) -> Batch:
 
 
 def unanswered(
-    ids: pa.Array | pa.ChunkedArray, found: pa.Table, retry_invalid: bool
+    ids: pa.Array | pa.ChunkedArray,
+    found: pa.Table,
+    retry_invalid: bool,
+    exhausted: pa.Array | None = None,
 ) -> pa.Array | pa.ChunkedArray:
-    """The ids of ``ids`` with no usable answer in ``found`` (invalid answers count as
-    answered unless the kind sends them again)."""
+    """The ids of ``ids`` to send: no usable answer in ``found`` (invalid answers count as
+    answered unless the kind sends them again), and not tried ``max_attempts`` times
+    already (``exhausted``: a request failed in earlier runs as often as a run may try it
+    is not paid for again by every later run; a stop after one attempt is tried again)."""
     done = pc.equal(found["status"], "completed")
     if not retry_invalid:
         done = pc.or_(done, pc.equal(found["status"], "invalid"))
-    answered = found["custom_id"].filter(done)
-    return pc.filter(ids, pc.invert(pc.is_in(ids, value_set=answered)))
+    settled = found["custom_id"].filter(done)
+    if exhausted is not None and len(exhausted):
+        settled = pa.chunked_array([settled, exhausted], pa.string())
+    return pc.filter(ids, pc.invert(pc.is_in(ids, value_set=settled)))

@@ -127,8 +127,10 @@ def _stage(job: JobRun, run: StageRun, items: Sendable, outcome: JobOutcome) -> 
     attempt for the requests that have none; one result per request. A systemic failure
     ends it with what it has (``outcome.stopped`` says why)."""
     found = discover(job.client, run, items, lambda pending: _first_names(run, pending))
+    retry = run.kind.retry_invalid
+    pending = items.select(unanswered(items.ids, found.results, retry, found.exhausted))
+    found.found = len(items) - len(pending)  # on the API already: not sent again
     outcome.add(found)
-    pending = items.select(unanswered(items.ids, found.results, run.kind.retry_invalid))
     try:
         stage = job.attempts(run, pending) if len(pending) else StageOutcome(best([]))
     except Systemic as exc:

@@ -57,7 +57,7 @@ def _behind(output: pa.Table) -> dict[str, int]:
 
 
 def _requests(output: pa.Table, requests: dict[str, int] | None) -> dict[str, int]:
-    """Rows and requests: sent by this run, found answered on the API (earlier runs), and
+    """Rows and requests: sent by this run, found on the API (earlier runs), and
     rows that share another row's request (and so its answer)."""
     out = dict(requests or {})
     if "shared_with" in output.column_names:
@@ -143,7 +143,7 @@ def summary_text(report: dict[str, Any]) -> str:
         shared = requests.get("shared_rows", 0)
         lines.append(
             f"  this run sent {requests['sent']} request(s) ({sum(spent.values())} tokens); "
-            f"{requests['found']} answer(s) reused from earlier runs"
+            f"{requests['found']} found on the API from earlier runs (not sent again)"
             + (f"; {shared} row(s) share an identical request" if shared else "")
         )
     kind = _kind(report)
