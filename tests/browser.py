@@ -137,7 +137,10 @@ def chromium() -> Iterator[Any]:
     """A headless Chromium with a fresh profile; yields a function that opens a new tab."""
     assert CHROMIUM, "chromium is not installed (apt-get install chromium; .ci/run does it)"
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="tablebatch-chromium-") as profile:
+    # Chromium may still be writing its profile as it exits: clean up what it left, quietly
+    with tempfile.TemporaryDirectory(
+        prefix="tablebatch-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         proc = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={profile}"],
             stdout=subprocess.DEVNULL,

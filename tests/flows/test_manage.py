@@ -420,7 +420,7 @@ def test_a_cancel_through_a_prefect_runner_cancels_the_batches(served, tmp_path)
 def test_a_crash_cancels_the_batches_in_flight(project, server_factory, monkeypatch) -> None:
     import tablebatch.jobs.submit as submit
 
-    server = server_factory(faults={"processing_rate": 10})  # a shard of 10 rows: 1 s
+    server = server_factory(faults={"processing_rate": 4})  # a shard of 10 rows: 2.5 s
     store = server.app.state.store
     monkeypatch.setenv("TB_KEY", "any")
     api = {"base_url": server.url, "api_key_env": "TB_KEY"}
