@@ -251,9 +251,14 @@ def progress_display(mode: Mode, stream: IO[str] | None = None) -> ProgressDispl
 def filter_console(mode: Mode, display: ProgressDisplay | None) -> None:
     """Keep the terminal's log lines to what ``mode`` shows; call once Prefect has set up
     its logging (``import prefect`` does), as its console handler is the one filtered."""
+    terminal = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
     for name in ("", "uvicorn", "fastapi"):
         for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(
-                handler, ProgressDisplay
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, ProgressDisplay)
+                and getattr(handler, "stream", None) in terminal  # not a file or a capture
             ):
+                for old in [f for f in handler.filters if isinstance(f, _Console)]:
+                    handler.removeFilter(old)  # an earlier run's, in this process
                 handler.addFilter(_Console(mode, display, handler))

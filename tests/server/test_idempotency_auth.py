@@ -130,10 +130,23 @@ def test_the_right_key_works_and_docs_stay_open(server_factory) -> None:
     assert httpx.get(server.base_url + "/health").json()["status"] == "ok"
 
 
-def test_keys_never_reach_the_logs(server_factory, caplog: pytest.LogCaptureFixture) -> None:
+def _children(name: str) -> list[logging.Logger]:
+    """The loggers below ``name`` created so far."""
+    return [
+        logger
+        for key, logger in logging.Logger.manager.loggerDict.items()
+        if key.startswith(name + ".") and isinstance(logger, logging.Logger)
+    ]
+
+
+def test_keys_never_reach_the_logs(
+    server_factory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caplog.set_level(logging.DEBUG)
     for name in ("httpx", "httpcore", "tablebatch"):  # whatever an earlier test set them to
         caplog.set_level(logging.DEBUG, logger=name)
+        for logger in [logging.getLogger(name), *_children(name)]:
+            monkeypatch.setattr(logger, "disabled", False)  # a logging.config call may have
     server = server_factory(api_keys=[KEY])
     good = {"Authorization": f"Bearer {KEY}"}
     with httpx.Client(base_url=server.url, headers=good) as http:
