@@ -68,7 +68,7 @@ def _children(pid: int) -> list[int]:
 
 def test_kill_9_while_processing_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "server.db"
-    with server_process(db, "--processing-rate", "500") as (proc, url):
+    with server_process(db, "--processing-rate", "100") as (proc, url):  # 30 s of work
         with httpx.Client(base_url=url, timeout=30) as http:
             batch = new_batch(http, "durable")
             for start in range(0, 3000, 1000):
@@ -78,8 +78,10 @@ def test_kill_9_while_processing_loses_nothing(tmp_path: Path) -> None:
                 ).raise_for_status()
             http.post(f"/batches/{batch['id']}/start").raise_for_status()
             wait_for(http, batch["id"], lambda b: b["completed_count"] >= 200)
-        helpers = _children(proc.pid)
-        assert helpers, "the offline backend's helper processes were not started"
+        deadline = time.monotonic() + 20  # they start beside the first chunks, not before
+        while not (helpers := _children(proc.pid)):
+            assert time.monotonic() < deadline, "the offline backend's helpers were not started"
+            time.sleep(0.05)
         proc.kill()
         proc.wait()
     deadline = time.monotonic() + 10
