@@ -119,7 +119,9 @@ class ProgressDisplay(logging.Handler):
         self._progress.start()
 
     def stop(self) -> None:
-        """Draw the last state and leave the terminal as it was."""
+        """Draw the last state, leave the terminal as it was and stop listening: the run
+        has ended (a later one in this process, a test's, has its own display and stream)."""
+        logging.getLogger(PROGRESS_LOGGER).removeHandler(self)
         with self._lock:
             progress, self._progress = self._progress, None
         if progress is not None:

@@ -3,13 +3,14 @@ again, up to ``batch.max_attempts``, within an error budget.
 
 Plain Python: a shard is sent by the callable the caller gives (``SendShard``: the
 flow gives a Prefect task's ``submit``, a test a thread pool's), which returns
-something with a ``result()``. At most ``batch.concurrency`` shards are in flight, so
-that rendered requests and polls stay bounded however many rows there are.
+something with ``result()`` and ``add_done_callback()``. At most ``batch.concurrency``
+shards are in flight, so that rendered requests and polls stay bounded however many rows
+there are; they are taken as they end, so a shard that fails stops the run at once.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +32,34 @@ class Pending(Protocol):
     """A shard being sent (a Prefect future, a ``concurrent.futures.Future``)."""
 
     def result(self) -> ShardOutcome: ...
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None: ...
+
+
+class Window:
+    """The shards in flight, taken in the order they end (not the order sent): a shard
+    that crashes raises at once, so the run's guard cancels the others while they still
+    run, instead of after every shard sent before it has ended."""
+
+    def __init__(self) -> None:
+        self._ended: queue.SimpleQueue[tuple[int, Pending]] = queue.SimpleQueue()
+        self.size = 0
+        self.done: dict[int, ShardOutcome] = {}
+
+    def add(self, index: int, pending: Pending) -> None:
+        """Follow shard ``index``, being sent."""
+        self.size += 1
+        pending.add_done_callback(lambda _: self._ended.put((index, pending)))
+
+    def take(self) -> None:
+        """Wait for the next shard to end and keep its outcome; raises its error."""
+        index, pending = self._ended.get()
+        self.size -= 1
+        self.done[index] = pending.result()
+
+    def outcomes(self) -> list[ShardOutcome]:
+        """The outcomes taken, in shard order (a run's results do not depend on timing)."""
+        return [self.done[i] for i in sorted(self.done)]
 
 
 SendShard = Callable[[BatchAPI, Shard], Pending]
@@ -115,17 +144,17 @@ def run_attempts(
         existing = existing_batches(client, prefix)
         progress = progress_for(run, attempt, len(pending)) if progress_for else None
         watcher = BatchWatcher(client, prefix, config)
-        window: deque[Pending] = deque()
-        done: list[ShardOutcome] = []
+        window = Window()
         for index, rows in shard_rows(pending, config):
             if index and stopping():  # a stopped run sends no further shard
                 break
-            if len(window) >= config.batch.concurrency:
-                done.append(window.popleft().result())
+            if window.size >= config.batch.concurrency:
+                window.take()
             shard = Shard(run, attempt, index, rows, existing, progress, watcher)
-            window.append(send(client, shard))
-        while window:
-            done.append(window.popleft().result())
+            window.add(index, send(client, shard))
+        while window.size:
+            window.take()
+        done = window.outcomes()
         if progress is not None:
             progress.finish()
         for shard in done:
