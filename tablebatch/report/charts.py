@@ -73,11 +73,14 @@ def bars(
     title_y: str | None = None,
     sort: list[str] | None = None,
     domain: tuple[float, float] | None = None,
+    label_angle: int = 0,
 ) -> alt.Chart:
-    """Vertical bars of ``y`` per ``x`` (grouped by ``color`` side by side when given)."""
+    """Vertical bars of ``y`` per ``x`` (grouped by ``color`` side by side when given;
+    ``label_angle`` tilts the ``x`` labels, for long names)."""
     scale = alt.Scale(domain=list(domain)) if domain else alt.Undefined
+    axis = alt.Axis(labelAngle=label_angle) if label_angle else alt.Undefined
     enc: dict[str, Any] = {
-        "x": alt.X(f"{x}:N", sort=sort or alt.Undefined, title=title_x or x),
+        "x": alt.X(f"{x}:N", sort=sort or alt.Undefined, title=title_x or x, axis=axis),
         "y": alt.Y(f"{y}:Q", title=title_y or y, scale=scale),
         "tooltip": [f"{x}:N", f"{y}:Q", *([f"{color}:N"] if color else [])],
     }

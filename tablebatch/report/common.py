@@ -4,6 +4,7 @@ tokens per attempt, the rows that failed (first 50) and a sample of rows to read
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +60,60 @@ def header_figures(report: dict[str, Any]) -> list[Figure]:
         figures.append(Figure("requests_sent", "requests sent", count(requests.get("sent"))))
         reused = requests.get("found")
         figures.append(Figure("requests_reused", "reused (already on the API)", count(reused)))
-    if report.get("cost") is not None:
-        figures.append(Figure("cost", "cost (USD)", f"{report['cost']:.4f}"))
+    figures += cost_figures(report)
     total = report.get("timings", {}).get("total")
     if total is not None:
         figures.append(Figure("duration", "duration", f"{total:.1f} s"))
     return figures
 
 
+# the report JSON's ``cost`` section (issue 17): figure key, label, and the names its value
+# may have there (the first present is shown)
+COST = (
+    ("cost", "cost of this run", ("this_run", "run", "actual", "charged", "spent", "total")),
+    ("cost_realtime", "at real-time prices", ("realtime", "realtime_equivalent", "real_time")),
+    ("cost_per_row", "cost per output row", ("per_output_row", "per_row")),
+    ("cost_behind_output", "cost behind the output", ("behind_output", "output")),
+)
+
+
+def money(value: float, currency: str = "USD") -> str:
+    """An amount with two decimals, or with two significant digits when under a cent (a
+    row's cost is often a fraction of one)."""
+    if value == 0 or abs(value) >= 0.01:
+        return f"{value:,.2f} {currency}"
+    digits = 1 - math.floor(math.log10(abs(value)))
+    return f"{value:.{digits}f} {currency}"
+
+
+def cost_figures(report: dict[str, Any]) -> list[Figure]:
+    """The run's cost, its real-time equivalent and its cost per output row, as the report
+    JSON's ``cost`` section gives them; "unknown" where it gives none (no prices for the
+    model, or a run from before costs were reported)."""
+    cost = report.get("cost")
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        cost = {"this_run": cost}
+    if not isinstance(cost, dict):
+        return [Figure("cost", "cost", "unknown")]
+    currency = str(cost.get("currency") or "USD")
+    figures = []
+    for key, label, names in COST:
+        value = next((cost[n] for n in names if isinstance(cost.get(n), int | float)), None)
+        if value is not None:
+            figures.append(Figure(key, label, money(float(value), currency)))
+    return figures or [Figure("cost", "cost", "unknown")]
+
+
 def status_chart(report: dict[str, Any]) -> charts.alt.Chart:
     """Rows by status, as bars."""
     data = [{"status": k, "rows": v} for k, v in sorted(report["rows_by_status"].items())]
     return charts.bars(data, "status", "rows", title_y="rows").properties(width=260)
+
+
+def word_counts(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Words per text (NaN where none), counted in Arrow."""
+    counted = pc.count_substring_regex(column, r"\S+")
+    return counted.to_numpy(zero_copy_only=False).astype(float)
 
 
 def _add(total: np.ndarray, counted: np.ndarray) -> np.ndarray:

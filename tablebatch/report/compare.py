@@ -82,14 +82,27 @@ def _key(run: Run) -> list[str]:
     return [k for k in key if k]
 
 
+def _answers(run: Run, key: list[str], answer: str) -> pa.Table:
+    """The key and the answer of every row, the answer as text (a list of labels joined by
+    ", ", as a page shows a list)."""
+    table = run.output.read([*key, answer])
+    column = table[answer]
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        text = pc.binary_join(column.cast(pa.list_(pa.string())), ", ")
+    else:
+        text = column.cast(pa.string())
+    return table.set_column(table.schema.get_field_index(answer), answer, text)
+
+
 def changed_rows(runs: Sequence[Run]) -> tuple[int, int, str]:
     """How many rows were matched, how many changed answer, and a table of the first 100.
 
     Only the key and the answer of every row are read (joined in Arrow); the input text is
     read for the rows shown."""
-    answer = kind_report(runs[0].kind).answer
+    kind = kind_report(runs[0].kind)
+    answer = kind.answer_in(runs[0])
     key = _key(runs[0])
-    base = runs[0].output.read([*key, answer])
+    base = _answers(runs[0], key, answer)
     joined = base.rename_columns([*key, "answer 0"])
     joined = joined.append_column("row 0", pa.array(np.arange(base.num_rows)))
     for i, run in enumerate(runs[1:], 1):
@@ -98,13 +111,19 @@ def changed_rows(runs: Sequence[Run]) -> tuple[int, int, str]:
                 f"{run.output.path}: its rows are keyed by {_key(run)}, the first run's by {key}: "
                 "compare runs of one table"
             )
-        other = run.output.read([*key, answer]).rename_columns([*key, f"answer {i}"])
+        theirs = kind.answer_in(run)
+        if theirs != answer:
+            raise ReportInputError(
+                f"{run.output.path}: its answers are in {theirs}, the first run's in {answer}: "
+                "compare runs that answer alike (multi-label with multi-label)"
+            )
+        other = _answers(run, key, answer).rename_columns([*key, f"answer {i}"])
         joined = joined.join(other, key, join_type="inner", use_threads=False)
     matched = joined.num_rows
     differs = pa.array(np.zeros(matched, dtype=bool))
-    first = pc.fill_null(joined["answer 0"].cast(pa.string()), "")
+    first = pc.fill_null(joined["answer 0"], "")
     for i in range(1, len(runs)):
-        other = pc.fill_null(joined[f"answer {i}"].cast(pa.string()), "")
+        other = pc.fill_null(joined[f"answer {i}"], "")
         differs = pc.or_(differs, pc.not_equal(first, other))
     changed = joined.filter(differs)
     total = changed.num_rows
@@ -134,7 +153,7 @@ def render_compare(runs: Sequence[Run]) -> str:
     _names(runs)
     kind = kind_report(runs[0].kind)
     matched, total, table = changed_rows(runs)
-    answer = kind.answer
+    answer = kind.answer_in(runs[0])
     listing = "".join(
         f"<li>{html.escape(r.name)}: <code>{html.escape(shown_path(r.output.path))}</code> "
         f"({when(r)})</li>"

@@ -86,7 +86,7 @@ def _cell(value: Any, limit: int) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         shown = f"{value:,}" if isinstance(value, int) else f"{value:.3f}"
         return f'<td class="num">{shown}</td>'
-    text = str(value)
+    text = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return f'<td><div class="cell">{html.escape(text)}</div></td>'

@@ -29,6 +29,8 @@ TYPES = {
     "rouge2": pa.float64(),
     "rougeL": pa.float64(),
     "score": pa.float64(),
+    "chrf": pa.float64(),
+    "bleu": pa.float64(),
 }
 BATCH_ROWS = 65_536
 

@@ -125,11 +125,12 @@ def test_confidence_intervals() -> None:
 
 def test_every_kind_has_a_module_and_an_unknown_kind_gets_the_common_parts(tmp_path) -> None:
     kind_report("classification")
-    assert {"classification", "summarization", "evaluation"} <= set(KINDS)
+    kinds = {"classification", "summarization", "evaluation", "extraction", "generation"}
+    assert kinds <= set(KINDS)
     table = _rows(40)
     path = tmp_path / "out.parquet"
     pq.write_table(table, path)
-    report = {**_report(table, path), "kind": "extraction"}
+    report = {**_report(table, path), "kind": "no-such-kind"}
     page = render(Run.of(report, path))
     assert 'data-section="overview"' in page and 'data-section="sample"' in page
     assert 'data-section="classification"' not in page
@@ -271,3 +272,81 @@ def test_an_old_report_json_without_columns_still_builds(tmp_path) -> None:
     page = render(Run.of(report, path))
     sample = re.search(r'<table data-table="sample">(.*?)</table>', page, re.S).group(1)
     assert "<th>review_id</th>" in sample and "<th>text</th>" in sample
+
+
+def test_extraction_validity_per_field_counts_the_fields_the_parse_errors_name(tmp_path) -> None:
+    status = ["completed"] * 6 + ["invalid"] * 4
+    errors = [None] * 6 + [
+        "severity: 'urgent' is not one of ['low', 'high']",
+        "severity: 'x' is not one of ['low', 'high']; amount: 'lots' is not of type 'number'",
+        "not valid JSON: unexpected character",
+        "no answer",
+    ]
+    table = pa.table(
+        {
+            "ticket_id": [f"t{i}" for i in range(10)],
+            "text": ["a ticket"] * 10,
+            "answer": ["{}"] * 10,
+            "status": status,
+            "error": [None] * 10,
+            "severity": ["low", "high", "low", "low", None, "high"] + [None] * 4,
+            "amount": pa.array([1.5, None, None, None, None, 3.0] + [None] * 4, pa.float64()),
+            "parse_error": errors,
+        }
+    )
+    path = tmp_path / "ex.parquet"
+    pq.write_table(table, path)
+    report = {
+        **_report(table.append_column("label", pa.array([None] * 10, pa.string())), path),
+        "kind": "extraction",
+        "extraction": {
+            "answered": 6,
+            "invalid": 4,
+            "validity_rate": 0.6,
+            "fields": {
+                "severity": {"filled": 5, "fill_rate": 5 / 6, "values": {"low": 3, "high": 2}},
+                "amount": {
+                    "filled": 2,
+                    "fill_rate": 2 / 6,
+                    "range": {"min": 1.5, "max": 3.0, "mean": 2.25},
+                },
+            },
+            "gold": {"severity": {"gold_column": "gold_severity", "scored": 5, "accuracy": 0.8}},
+        },
+    }
+    report["columns"] = {"id": "ticket_id", "inputs": ["text"], "gold": None, "reference": None}
+    run = Run.of(report, path)
+    from tablebatch.report.kinds.extraction import field_validity
+
+    # severity: broken by 2 named errors and the 2 that name no field (of 10 answers)
+    assert field_validity(run) == {"severity": 0.6, "amount": 0.7}
+    html = render(run)
+    fields = re.search(r'<table data-table="fields">(.*?)</table>', html, re.S).group(1)
+    cells = re.findall(r"<td[^>]*>(?:<div class=\"cell\">)?(.*?)(?:</div>)?</td>", fields)
+    assert cells[:6] == ["severity", "5", "83.3%", "60.0%", "low: 3, high: 2", "80.0%"]
+    assert cells[6:11] == ["amount", "2", "33.3%", "70.0%", "1.50 to 3.00, mean 2.25"]
+    for key in ("fields", "accuracy", "values:severity"):
+        assert f'data-chart="{key}"' in html
+    assert 'data-figure="accuracy:severity"' in html
+
+
+def test_the_header_shows_the_cost_when_the_report_has_it(tmp_path) -> None:
+    from tablebatch.report.common import cost_figures, money
+
+    assert [(f.key, f.value) for f in cost_figures({})] == [("cost", "unknown")]
+    assert [(f.key, f.value) for f in cost_figures({"cost": None})] == [("cost", "unknown")]
+    shown = cost_figures(
+        {"cost": {"this_run": 12.5, "realtime": 25.0, "per_output_row": 0.0000125}}
+    )
+    assert [(f.key, f.value) for f in shown] == [
+        ("cost", "12.50 USD"),
+        ("cost_realtime", "25.00 USD"),
+        ("cost_per_row", "0.000013 USD"),
+    ]
+    assert money(0.0) == "0.00 USD" and money(0.004, "EUR") == "0.0040 EUR"
+    table = _rows(10)
+    path = tmp_path / "out.parquet"
+    pq.write_table(table, path)
+    report = {**_report(table, path), "cost": {"this_run": 0.42, "realtime": 0.84}}
+    html = render(Run.of(report, path))
+    assert '<div class="figure" data-figure="cost"><span class="value">0.42 USD</span>' in html

@@ -45,9 +45,15 @@ class KindReport:
     sections: Callable[[Run], list[Section]]
     main_chart: Callable[[Run], alt.TopLevelMixin | None] = _none
     answer: str = "answer"
+    # the answer column of one run, where it depends on the run (multi-label: ``labels``)
+    answer_of: Callable[[Run], str] | None = None
     deltas: Callable[[Sequence[Run]], list[Section]] = _no_sections
     # the columns a sample of rows shows after the inputs ("gold", "reference": those columns)
     extra_columns: tuple[str, ...] = ("answer",)
+
+    def answer_in(self, run: Run) -> str:
+        """The column that holds this run's answer."""
+        return self.answer_of(run) if self.answer_of else self.answer
 
 
 KINDS: dict[str, KindReport] = {}

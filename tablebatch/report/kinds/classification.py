@@ -12,12 +12,32 @@ import pyarrow.compute as pc
 from tablebatch.report import charts
 from tablebatch.report.common import FAILED_ROWS
 from tablebatch.report.kinds import KindReport, register
-from tablebatch.report.page import Figure, Section, count, note, pct, row, table_html
+from tablebatch.report.page import Figure, Section, count, note, num, pct, row, table_html
 from tablebatch.report.run import Run
 
 
+def _multi(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The multi-label scores against gold (None: single-label, or no gold)."""
+    multi = report.get("multi_label")
+    return multi if multi and multi.get("per_label") is not None else None
+
+
 def figures(report: dict[str, Any]) -> list[Figure]:
-    """Accuracy, macro-F1 and invalid answers against gold (label counts without gold)."""
+    """Accuracy, macro-F1 and invalid answers against gold (multi-label: micro/macro F1,
+    subset accuracy, Hamming loss); label counts without gold."""
+    multi = _multi(report)
+    if multi:
+        return [
+            Figure("micro_f1", "micro-F1", pct(multi["micro_f1"])),
+            Figure("macro_f1", "macro-F1", pct(multi["macro_f1"])),
+            Figure("subset_accuracy", "subset accuracy", pct(multi["subset_accuracy"])),
+            Figure("hamming_loss", "Hamming loss", num(multi["hamming_loss"])),
+            Figure(
+                "scored_rows",
+                f"rows scored against {multi['gold_column']}",
+                count(multi["scored_rows"]),
+            ),
+        ]
     gold = report.get("gold")
     if not gold:
         return [Figure(f"label:{k}", k, count(v)) for k, v in report.get("labels", {}).items()]
@@ -106,9 +126,62 @@ def _invalid_rows(run: Run) -> str:
     return head + table_html(rows.column_names, values, key="invalid")
 
 
+def _multi_frequency_chart(report: dict[str, Any], multi: dict[str, Any]) -> str:
+    """How often each label is given (every answered row) and is gold (the scored rows)."""
+    labels = list(multi["per_label"])
+    data = [{"label": k, "rows": v, "of": "answers"} for k, v in report["labels"].items()]
+    data += [
+        {"label": k, "rows": m["support"], "of": "gold"} for k, m in multi["per_label"].items()
+    ]
+    chart = charts.bars(data, "label", "rows", color="of", sort=labels)
+    over = f"answers: every answered row; gold: the {multi['scored_rows']:,} rows scored"
+    return charts.figure(chart, "distribution", "Label frequency: answers vs gold", over)
+
+
+def _multi_table(multi: dict[str, Any]) -> str:
+    rows = [
+        [label, pct(m["precision"]), pct(m["recall"]), pct(m["f1"]), m["support"]]
+        for label, m in multi["per_label"].items()
+    ]
+    columns = ["label", "precision", "recall", "F1", "support (gold rows)"]
+    return table_html(columns, rows, key="per_label")
+
+
+def multi_sections(run: Run) -> list[Section]:
+    """Multi-label: per-label precision / recall / F1, label frequency answers vs gold."""
+    report = run.report
+    multi = _multi(report)
+    if not multi:
+        data = [{"label": k, "rows": v, "of": "answers"} for k, v in report["labels"].items()]
+        chart = charts.bars(data, "label", "rows", color="of")
+        body = [
+            note("No gold column: labels are counted, not scored (any number a row)."),
+            row(charts.figure(chart, "distribution", "Labels given", "every answered row")),
+        ]
+        return [Section("classification", "Labels (multi-label)", figures(report), body)]
+    per_label = charts.figure(
+        _per_label_chart(multi), "per_label", "Per-label precision, recall, F1"
+    )
+    body = [row(per_label, _multi_frequency_chart(report, multi)), _multi_table(multi)]
+    return [Section("classification", "Labels (multi-label)", figures(report), body)]
+
+
+def main_chart(run: Run) -> alt.TopLevelMixin | None:
+    """The confusion matrix; multi-label: the per-label bars."""
+    multi = _multi(run.report)
+    return _per_label_chart(multi) if multi else confusion_chart(run)
+
+
+def answer_of(run: Run) -> str:
+    """``labels`` (a list a row) for a multi-label run, else ``label``."""
+    return "labels" if "multi_label" in run.report or not run.output.has("label") else "label"
+
+
 def sections(run: Run) -> list[Section]:
     """The classification section: matrix, per-label bars, distribution, invalid answers."""
     report = run.report
+    if "multi_label" in report:
+        return multi_sections(run)
     blocks = []
     confusion = confusion_chart(run)
     if confusion is not None:
@@ -130,7 +203,7 @@ def sections(run: Run) -> list[Section]:
 
 def deltas(runs: Sequence[Run]) -> list[Section]:
     """Per-label F1 of every run, and each run's difference from the first."""
-    golds = [r.report.get("gold") for r in runs]
+    golds = [r.report.get("gold") or _multi(r.report) for r in runs]
     if not all(golds):
         return []
     labels = list(dict.fromkeys(label for g in golds for label in g["per_label"]))
@@ -166,9 +239,10 @@ register(
         "classification",
         figures,
         sections,
-        main_chart=confusion_chart,
+        main_chart=main_chart,
         answer="label",
+        answer_of=answer_of,
         deltas=deltas,
-        extra_columns=("answer", "label", "gold"),
+        extra_columns=("answer", "label", "labels", "gold"),
     )
 )

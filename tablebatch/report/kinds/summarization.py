@@ -8,10 +8,9 @@ from typing import Any
 
 import altair as alt
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from tablebatch.report import charts
+from tablebatch.report.common import word_counts
 from tablebatch.report.kinds import KindReport, register
 from tablebatch.report.page import Figure, Section, count, note, num, row, table_html
 from tablebatch.report.run import Run
@@ -38,12 +37,6 @@ def figures(report: dict[str, Any]) -> list[Figure]:
     return out
 
 
-def _words(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Words per text (NaN where none), counted in Arrow."""
-    counted = pc.count_substring_regex(column, r"\S+")
-    return counted.to_numpy(zero_copy_only=False).astype(float)
-
-
 def _lengths(run: Run) -> dict[str, np.ndarray]:
     """Word counts of every summary (and reference), streamed a batch at a time."""
     reference = run.columns.get("reference")
@@ -52,7 +45,7 @@ def _lengths(run: Run) -> dict[str, np.ndarray]:
     for batch in run.output.batches(list(names)):
         for column, group in names.items():
             if column in batch.schema.names:
-                out[group].append(_words(batch[column]))
+                out[group].append(word_counts(batch[column]))
     return {g: np.concatenate(v) if v else np.array([]) for g, v in out.items()}
 
 
@@ -70,7 +63,7 @@ def _scatter(run: Run) -> str:
     if not reference or not run.output.has(reference, "summary"):
         return ""
     rows, how = run.output.sample(SCATTER_ROWS, ["summary", reference], seed=11)
-    words = {"summary": _words(rows["summary"]), "reference": _words(rows[reference])}
+    words = {"summary": word_counts(rows["summary"]), "reference": word_counts(rows[reference])}
     keep = ~(np.isnan(words["summary"]) | np.isnan(words["reference"]))
     data = [
         {"reference words": int(r), "summary words": int(s)}
