@@ -1,5 +1,6 @@
 """The HTML report of a large run: ``tablebatch report OUTPUT`` and ``tablebatch compare``
-on the classification scale output, wall time and peak RSS of each.
+on the classification scale output, and on extraction and generation outputs of as many
+rows (``benchmarks/make_outputs.py``), wall time and peak RSS of each.
 
 The output is the one ``benchmarks/job_scale.py`` writes (1,000,000 synthetic reviews of
 ``benchmarks/make_reviews.py``, classified by the offline backend). It is cached in
@@ -24,6 +25,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks import make_outputs  # noqa: E402
+
 CACHE = Path("/tmp/tablebatch-bench")
 
 
@@ -75,6 +80,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--output", type=Path, help="an output table with its report JSON")
+    parser.add_argument(
+        "--kinds",
+        default="classification,extraction,generation",
+        help="classification: the scale job's output; extraction, generation: outputs of as "
+        "many rows made from its reviews (benchmarks/make_outputs.py)",
+    )
     args = parser.parse_args()
     output = args.output or scale_output(args.rows)
     html = Path(str(output) + ".report.html")
@@ -82,17 +93,24 @@ def main() -> int:
     size = output.stat().st_size / 2**20
     print(f"output: {output} ({size:.1f} MiB)")
     print(f"  {'command':<44}{'wall s':>8}{'CPU s':>8}{'peak RSS MiB':>14}")
-    runs = [
-        ("tablebatch report OUTPUT", ["report", str(output)]),
-        (
-            "tablebatch compare OUTPUT OUTPUT",
-            ["compare", str(output), str(output), "--out", str(page)],
-        ),
-    ]
-    for name, command in runs:
-        wall, cpu, rss = measure(command)
-        print(f"  {name:<44}{wall:>8.2f}{cpu:>8.2f}{rss:>14.0f}", flush=True)
-    print(f"  report page: {html} ({html.stat().st_size / 1024:.0f} KiB)")
+    for kind in args.kinds.split(","):
+        if kind == "classification":
+            table = output
+        else:  # made from the scale output's reviews (cached beside it)
+            table = make_outputs.make(kind, output, output.parent)
+            html = Path(str(table) + ".report.html")
+            page = table.parent / f"compare-{kind}.html"
+        runs = [
+            (f"{kind}: tablebatch report OUTPUT", ["report", str(table)]),
+            (
+                f"{kind}: tablebatch compare OUTPUT OUTPUT",
+                ["compare", str(table), str(table), "--out", str(page)],
+            ),
+        ]
+        for name, command in runs:
+            wall, cpu, rss = measure(command)
+            print(f"  {name:<44}{wall:>8.2f}{cpu:>8.2f}{rss:>14.0f}", flush=True)
+        print(f"  report page: {html} ({html.stat().st_size / 1024:.0f} KiB)")
     return 0
 
 
