@@ -128,7 +128,8 @@ def changed_rows(runs: Sequence[Run]) -> tuple[int, int, str]:
     changed = joined.filter(differs)
     total = changed.num_rows
     changed = changed.sort_by("row 0").slice(0, CHANGED_ROWS)
-    text = next(iter(runs[0].columns.get("inputs", [])), None)
+    inputs = [c for c in runs[0].columns.get("inputs", []) if c != answer]
+    text = next((c for c in inputs if runs[0].output.has(c)), None)
     rows_at = changed["row 0"].to_pylist()
     texts = runs[0].output.take(rows_at, [text])[text].to_pylist() if text else []
     shown = changed.to_pylist()

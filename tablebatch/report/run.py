@@ -35,8 +35,11 @@ def columns_of(config: Any) -> dict[str, Any]:
     """The parts the output's columns play, from a job config (a ``JobConfig``): names as
     they are in the output."""
     from tablebatch.jobs.config import template_fields
+    from tablebatch.jobs.kinds import kind_of
 
-    inputs = [output_name(c) for c in template_fields(config.prompt.template)]
+    filled = kind_of(config).placeholders()  # {labels}, {schema}: the kind's, not columns
+    fields = [c for c in template_fields(config.prompt.template) if c not in filled]
+    inputs = [output_name(c) for c in fields]
     return {
         "id": output_name(config.input.id_column),
         "inputs": list(dict.fromkeys(c for c in inputs if c)),

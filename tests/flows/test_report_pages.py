@@ -243,9 +243,7 @@ def test_the_run_has_a_charts_artifact_with_the_main_chart(runs) -> None:
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
         charts = {a.key: a for a in artifact if a.key and a.key.endswith("-charts")}
-    assert {"review-sentiment-charts", "article-summaries-charts", "quiz-eval-charts"} <= set(
-        charts
-    )
+    assert {f"{name}-charts" for name in CONFIGS} <= set(charts)
     for key, artifact in charts.items():
         data = artifact.data
         assert "](data:image/png;base64," in data, key
@@ -296,6 +294,7 @@ def test_the_multi_label_page_shows_per_label_scores(runs, browser) -> None:
     page = browser()
     page.goto(Path(report["output"] + ".report.html").as_uri())
     assert page.evaluate("document.querySelector('[data-chart=confusion]')") is None
+    assert report["columns"]["inputs"] == ["text"]  # {labels} is the kind's, not a column
     rows = page.evaluate(TABLE_JS % "per_label")
     assert rows == [
         [label, _pct(m["precision"]), _pct(m["recall"]), _pct(m["f1"]), str(m["support"])]
@@ -336,6 +335,8 @@ def test_compare_of_two_multi_label_runs(runs, browser, tmp_path) -> None:
     assert changed, "the plain prompt changed no tags: the test shows nothing"
     table = page.evaluate(TABLE_JS % "changed")
     assert [r[0] for r in table] == [r["ticket_id"] for r in changed]
+    texts = {r["ticket_id"]: r["text"] for r in pq.read_table(first["output"]).to_pylist()}
+    assert [r[1] for r in table] == [texts[r["ticket_id"]] for r in changed]  # the ticket
     assert [r[-2:] for r in table] == [
         [", ".join(r["labels"]) or "", ", ".join(after[r["ticket_id"]]) or ""] for r in changed
     ]
