@@ -72,6 +72,14 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--upstream-concurrency", type=int, default=None)
     p.add_argument(
+        "--upstream-schema-as",
+        choices=("json_schema", "json_object"),
+        default=None,
+        help="--backend openai: send a JSON-schema response_format as given (json_schema: "
+        "vLLM, llama-server, Ollama) or as {type: json_object, schema} (llama-cpp-python's "
+        "server)",
+    )
+    p.add_argument(
         "--api-key",
         action="append",
         metavar="KEY",
@@ -112,7 +120,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     from tablebatch.server import ServerSettings, serve
 
     overrides: dict[str, Any] = {}
-    for flag in ("backend", "upstream_url", "upstream_concurrency", "models"):
+    for flag in ("backend", "upstream_url", "upstream_concurrency", "upstream_schema_as", "models"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     if args.api_key:

@@ -146,6 +146,12 @@ class ServerSettings(BaseSettings):
     upstream_concurrency: int = Field(8, ge=1, le=256)
     upstream_timeout_s: float = Field(120.0, gt=0)
     upstream_max_retries: int = Field(3, ge=0)
+    upstream_schema_as: Literal["json_schema", "json_object"] = Field(
+        "json_schema",
+        description="How the openai backend sends a JSON-schema response_format upstream: "
+        "as given (OpenAI's json_schema: vLLM, llama.cpp's llama-server, Ollama) or as "
+        '{"type": "json_object", "schema": ...} (llama-cpp-python\'s server takes only that).',
+    )
     llama: LlamaSettings = Field(default_factory=LlamaSettings)
     worker_chunk: int = Field(1000, ge=1, description="Requests the worker takes at a time.")
     process: bool = Field(

@@ -148,6 +148,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.auth: set[str | None] = set()
+        self.formats: dict[str, object] = {}
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self.complete)
 
@@ -156,6 +157,7 @@ class FakeUpstream:
         self.auth.add(request.headers.get("authorization"))
         text = body["messages"][-1]["content"]
         self.calls[text] += 1
+        self.formats[text] = body.get("response_format")
         if text.startswith("FAIL400"):
             return JSONResponse({"error": {"message": "prompt rejected"}}, status_code=400)
         if text.startswith("FLAKY") and self.calls[text] == 1:
@@ -230,6 +232,32 @@ def test_openai_backend_forwards_and_records_errors(server_factory) -> None:
     assert results["BADGZIP"]["error"]["type"] in ("upstream_error", "upstream_unreachable")
     assert done["usage"]["prompt_tokens"] == 7 * 22
     assert upstream.auth == {"Bearer upstream-secret"}
+
+
+def test_openai_backend_sends_a_schema_as_llama_cpp_python_takes_it(server_factory) -> None:
+    schema = {"type": "object", "properties": {"stars": {"type": "integer"}}}
+    openai_form = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+    upstream = FakeUpstream()
+    with serve_app_in_thread(upstream.app) as root:
+        server = server_factory(
+            backend="openai", upstream_url=root + "/v1", upstream_schema_as="json_object"
+        )
+        with httpx.Client(base_url=server.url) as http:
+            batch = new_batch(http)
+            bodies = {
+                "schema": chat("schema") | {"response_format": openai_form},
+                "object": chat("object") | {"response_format": {"type": "json_object"}},
+                "text": chat("text"),
+            }
+            requests = [{"custom_id": k, "body": b} for k, b in bodies.items()]
+            http.post(f"/batches/{batch['id']}/requests", json={"requests": requests})
+            http.post(f"/batches/{batch['id']}/start").raise_for_status()
+            assert wait_for(http, batch["id"])["completed_count"] == 3
+    assert upstream.formats == {
+        "schema": {"type": "json_object", "schema": schema},
+        "object": {"type": "json_object"},  # anything else goes up as it came
+        "text": None,
+    }
 
 
 def test_openai_backend_unreachable_upstream(server_factory) -> None:

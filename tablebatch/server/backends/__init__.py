@@ -45,6 +45,7 @@ def make_backend(settings: ServerSettings) -> Backend:
             concurrency=settings.upstream_concurrency,
             timeout_s=settings.upstream_timeout_s,
             max_retries=settings.upstream_max_retries,
+            schema_as=settings.upstream_schema_as,
         )
     from tablebatch.server.backends.offline import OfflineBackend
 

@@ -6,6 +6,10 @@ self-hosted model. Requests of a chunk go out with bounded concurrency;
 connection errors, timeouts, 408, 429 and 5xx are retried with capped
 exponential backoff (``Retry-After`` honoured up to a cap). Whatever still
 fails becomes that request's ``error``; the batch goes on.
+
+Structured output goes up as the request gives it (OpenAI's ``json_schema``), or, with
+``schema_as="json_object"``, as ``{"type": "json_object", "schema": …}``: the one form
+llama-cpp-python's server takes (it answers 500 to ``json_schema``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -54,6 +58,21 @@ def _upstream_message(response: httpx.Response) -> str:
     return response.text[:500]
 
 
+def schema_as_json_object(body: bytes) -> bytes:
+    """``body`` with an OpenAI ``json_schema`` response_format rewritten as llama.cpp's
+    ``{"type": "json_object", "schema": …}`` (any other body unchanged)."""
+    if b"json_schema" not in body:
+        return body
+    data = orjson.loads(body)
+    form = data.get("response_format") if isinstance(data, dict) else None
+    if not isinstance(form, dict) or form.get("type") != "json_schema":
+        return body
+    spec = form.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    data["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    return orjson.dumps(data)
+
+
 class OpenAICompatBackend:
     """Sends each request body to ``<base_url>/chat/completions``."""
 
@@ -67,6 +86,7 @@ class OpenAICompatBackend:
         concurrency: int = 8,
         timeout_s: float = 120.0,
         max_retries: int = 3,
+        schema_as: Literal["json_schema", "json_object"] = "json_schema",
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -82,6 +102,7 @@ class OpenAICompatBackend:
         )
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="tablebatch-upstream")
         self._max_retries = max_retries
+        self._schema_as = schema_as
         self._sleep = sleep
         self.concurrency = concurrency
 
@@ -109,6 +130,8 @@ class OpenAICompatBackend:
             )
 
     def _call(self, n: int, custom_id: str, body: bytes) -> Outcome:
+        if self._schema_as == "json_object":
+            body = schema_as_json_object(body)
         attempt = 0
         while True:
             delay: float | None = None
