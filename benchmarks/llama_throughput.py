@@ -56,8 +56,8 @@ def job_bodies(table_path: Path | None) -> list[bytes]:
     overrides = [f"input.path={table_path}"] if table_path else []
     config = load_config(str(ROOT / "configs/review-sentiment.yaml"), overrides)
     path = table_path or ROOT / config.input.path
-    table = read_table(path, string_columns=[config.input.id_column])
-    ids = check_table(table, config, path)
+    table = read_table(str(path), string_columns=[config.input.id_column])
+    ids = check_table(table, config, str(path))
     plan = plan_requests(table, config, ids, config.model_names[0])
     bodies: list[bytes] = []
     for start in range(0, len(plan.rows), 1000):
