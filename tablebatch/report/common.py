@@ -67,13 +67,13 @@ def header_figures(report: dict[str, Any]) -> list[Figure]:
     return figures
 
 
-# the report JSON's ``cost`` section (issue 17): figure key, label, and the names its value
-# may have there (the first present is shown)
+# the report JSON's ``cost`` section (issue 17, ``tablebatch.jobs.report``): its key, the
+# figure's key and label
 COST = (
-    ("cost", "cost of this run", ("this_run", "run", "actual", "charged", "spent", "total")),
-    ("cost_realtime", "at real-time prices", ("realtime", "realtime_equivalent", "real_time")),
-    ("cost_per_row", "cost per output row", ("per_output_row", "per_row")),
-    ("cost_behind_output", "cost behind the output", ("behind_output", "output")),
+    ("this_run", "cost", "cost of this run"),
+    ("this_run_realtime", "cost_realtime", "at real-time prices"),
+    ("per_output_row", "cost_per_row", "cost per output row"),
+    ("behind_output", "cost_behind_output", "cost behind the output"),
 )
 
 
@@ -97,11 +97,16 @@ def cost_figures(report: dict[str, Any]) -> list[Figure]:
         return [Figure("cost", "cost", "unknown")]
     currency = str(cost.get("currency") or "USD")
     figures = []
-    for key, label, names in COST:
-        value = next((cost[n] for n in names if isinstance(cost.get(n), int | float)), None)
-        if value is not None:
+    for name, key, label in COST:
+        value = cost.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
             figures.append(Figure(key, label, money(float(value), currency)))
-    return figures or [Figure("cost", "cost", "unknown")]
+        elif key == "cost":  # this run's cost is always shown, known or not
+            unpriced = ", ".join(cost.get("unknown") or [])
+            figures.append(
+                Figure(key, f"cost (no price for {unpriced})" if unpriced else "cost", "unknown")
+            )
+    return figures
 
 
 def status_chart(report: dict[str, Any]) -> charts.alt.Chart:

@@ -6,6 +6,7 @@ the charts artifact."""
 from __future__ import annotations
 
 import base64
+import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,8 +103,18 @@ def _expected_figures(report: dict[str, Any]) -> dict[str, str]:
     if report.get("rouge"):
         out |= {k: f"{v:.3f}" for k, v in report["rouge"].items()}
         out["mean_words"] = f"{report['summary_lengths']['mean_words']:.1f}"
-    if "cost" not in report:  # a run with no cost section (issue 17) says so
+    cost = report.get("cost")  # issue 17's section; "unknown" where it has no figure
+    if not isinstance(cost, dict) or cost.get("this_run") is None:
         out["cost"] = "unknown"
+    for name, key in (
+        ("this_run", "cost"),
+        ("this_run_realtime", "cost_realtime"),
+        ("per_output_row", "cost_per_row"),
+    ):
+        value = cost.get(name) if isinstance(cost, dict) else None
+        if value is not None:
+            places = 2 if value == 0 or value >= 0.01 else 1 - math.floor(math.log10(value))
+            out[key] = f"{value:,.{places}f} {cost['currency']}"
     if report.get("extraction"):
         ex = report["extraction"]
         out |= {

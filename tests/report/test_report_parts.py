@@ -335,8 +335,12 @@ def test_the_header_shows_the_cost_when_the_report_has_it(tmp_path) -> None:
 
     assert [(f.key, f.value) for f in cost_figures({})] == [("cost", "unknown")]
     assert [(f.key, f.value) for f in cost_figures({"cost": None})] == [("cost", "unknown")]
+    unpriced = {"cost": {"this_run": None, "behind_output": None, "unknown": ["my-model"]}}
+    assert [(f.key, f.label, f.value) for f in cost_figures(unpriced)] == [
+        ("cost", "cost (no price for my-model)", "unknown")
+    ]
     shown = cost_figures(
-        {"cost": {"this_run": 12.5, "realtime": 25.0, "per_output_row": 0.0000125}}
+        {"cost": {"this_run": 12.5, "this_run_realtime": 25.0, "per_output_row": 0.0000125}}
     )
     assert [(f.key, f.value) for f in shown] == [
         ("cost", "12.50 USD"),
@@ -347,6 +351,6 @@ def test_the_header_shows_the_cost_when_the_report_has_it(tmp_path) -> None:
     table = _rows(10)
     path = tmp_path / "out.parquet"
     pq.write_table(table, path)
-    report = {**_report(table, path), "cost": {"this_run": 0.42, "realtime": 0.84}}
+    report = {**_report(table, path), "cost": {"this_run": 0.42, "this_run_realtime": 0.84}}
     html = render(Run.of(report, path))
     assert '<div class="figure" data-figure="cost"><span class="value">0.42 USD</span>' in html
