@@ -352,3 +352,26 @@ def test_compare_of_two_multi_label_runs(runs, browser, tmp_path) -> None:
         [", ".join(r["labels"]) or "", ", ".join(after[r["ticket_id"]]) or ""] for r in changed
     ]
     _offline(shown["requests"], out)
+
+
+def test_pages_without_gold_or_reference_say_what_is_not_scored(runs) -> None:
+    from tablebatch.report.build import render
+    from tablebatch.report.run import Run
+
+    reports = runs["reports"]
+    gen = orjson.loads(orjson.dumps(reports["faq-translation"]))
+    del gen["scores"]
+    gen["columns"]["reference"] = None
+    page = render(Run.of(gen, gen["output"]))
+    assert "No reference column" in page and 'data-chart="lengths"' in page
+    assert 'data-chart="scores"' not in page
+    ex = orjson.loads(orjson.dumps(reports["ticket-extraction"]))
+    del ex["extraction"]["gold"]
+    page = render(Run.of(ex, ex["output"]))
+    assert "No gold_columns" in page and 'data-chart="fields"' in page
+    assert 'data-chart="accuracy"' not in page
+    tags = orjson.loads(orjson.dumps(reports["ticket-tags"]))
+    tags["multi_label"] = {}  # as a multi-label run with no gold_column writes it
+    page = render(Run.of(tags, tags["output"]))
+    assert "No gold column" in page and 'data-chart="distribution"' in page
+    assert 'data-figure="micro_f1"' not in page
