@@ -29,6 +29,7 @@ from tablebatch.jobs.errors import JobAborted, JobCancelled, JobFailed
 from tablebatch.jobs.guard import RunGuard
 from tablebatch.jobs.pipeline import JobRun, run_settings, run_stages, timeout_message
 from tablebatch.jobs.progress import Progress
+from tablebatch.jobs.result_cache import ResultCache, cache_folder
 from tablebatch.jobs.spool import Spool
 from tablebatch.jobs.submit import Shard, StageRun
 from tablebatch.jobs.timing import Timings
@@ -115,6 +116,7 @@ def batch_job(
                 send=_send,
                 spool=spool,
                 timings=timings,
+                cache=ResultCache(cache_folder(root, job.name)),
                 progress_for=_progress,
                 log=logger.info,
             )

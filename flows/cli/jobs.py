@@ -194,13 +194,15 @@ def _unanswered(config: Any, config_path: Any, plan: Any) -> tuple[Any, str]:
     from tablebatch.api import BatchApiError
     from tablebatch.jobs.config import project_root
     from tablebatch.jobs.discover import discover, unanswered
+    from tablebatch.jobs.result_cache import ResultCache, cache_folder
     from tablebatch.jobs.submit import StageRun
 
     root = project_root(config_path)
     api = config.api
     if (api is None or api.is_local) and not (root / ".tablebatch" / "server.db").exists():
         return plan.rows, "no earlier run on the local server: every request is new"
-    run = StageRun(config, "answer", plan.model, config.fingerprint(plan.model))
+    cache = ResultCache(cache_folder(root, config.name))  # read only what a run kept
+    run = StageRun(config, "answer", plan.model, config.fingerprint(plan.model), cache=cache)
     try:
         with open_client(config, root, process=False) as client:
             found = discover(client, run, plan.rows, lambda _: set(), look_only=True)

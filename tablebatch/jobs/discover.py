@@ -92,7 +92,7 @@ def _read(
     """The batch's results for ``ids`` once it has ended (None: it holds none of them)."""
     ended = _ended(client, batch, run)
     with run.timings.timed("collect"):
-        table = checked(collect(client, ended, ids, missing_rows=False), run.kind)
+        table = checked(collect(client, ended, ids, missing_rows=False, cache=run.cache), run.kind)
     if not table.num_rows:
         return None
     parsed = parse_batch_name(ended.name)

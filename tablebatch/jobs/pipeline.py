@@ -17,6 +17,7 @@ from tablebatch.jobs.build import Plan, Sendable, shard_rows, within_limits
 from tablebatch.jobs.discover import discover, unanswered
 from tablebatch.jobs.guard import RunGuard
 from tablebatch.jobs.join import ModelAnswers
+from tablebatch.jobs.result_cache import ResultCache
 from tablebatch.jobs.rows import as_stopped, best, unsent
 from tablebatch.jobs.schema import JobConfig
 from tablebatch.jobs.spool import Spool
@@ -80,12 +81,21 @@ class JobRun:
     send: SendShard
     spool: Spool | None = None
     timings: Timings = field(default_factory=Timings)
+    cache: ResultCache | None = None
     progress_for: ProgressFor | None = None
     log: Callable[[str], None] | None = None
 
     def stage(self, stage: str, model: str, fingerprint: str) -> StageRun:
         """The run of one stage for one model."""
-        return StageRun(self.config, stage, model, fingerprint, self.spool, self.timings)  # type: ignore[arg-type]
+        return StageRun(
+            self.config,
+            stage,  # type: ignore[arg-type]
+            model,
+            fingerprint,
+            self.spool,
+            self.timings,
+            self.cache,
+        )
 
     def attempts(self, run: StageRun, items: Any) -> StageOutcome:
         """Every attempt of one stage."""

@@ -28,6 +28,7 @@ from tablebatch.jobs.naming import (
     piece_name,
 )
 from tablebatch.jobs.progress import Progress
+from tablebatch.jobs.result_cache import ResultCache
 from tablebatch.jobs.rows import (
     NOT_SENT,
     REASON,
@@ -54,6 +55,7 @@ class StageRun:
     fingerprint: str
     spool: Spool | None = None  # where the results' texts go
     timings: Timings = field(default_factory=Timings)
+    cache: ResultCache | None = None  # ended batches' results, read from the API once
 
     @property
     def kind(self) -> Kind:
@@ -194,21 +196,17 @@ def collect(
     custom_ids: pa.Array | pa.ChunkedArray,
     *,
     missing_rows: bool = True,
+    cache: ResultCache | None = None,
 ) -> pa.Table:
     """Every result of a finished batch for these custom_ids, as a table (built a page at a
-    time, in pages as large as the API takes); requests with none get the batch's reason
-    (with ``missing_rows``: a batch this run sent holds them all)."""
-    pages: list[pa.RecordBatch] = []
-    read = 0
-    for page in client.iter_result_pages(batch.id, page_size=10_000):
-        out: dict[str, list[Any]] = {name: [] for name in COLLECTED.names}
-        for result in page:
-            _read(result, batch.id, out)
-        pages.append(pa.RecordBatch.from_pydict(out, schema=COLLECTED))
-        read += len(page)
-        if read >= 1000:
-            crash_point("collecting")
-    table = pa.Table.from_batches(pages, schema=COLLECTED)
+    time, in pages as large as the API takes, or from ``cache`` when an earlier run read the
+    batch); requests with none get the batch's reason (with ``missing_rows``: a batch this
+    run sent holds them all)."""
+    table = cache.get(batch) if cache is not None else None
+    if table is None:
+        table = _every_result(client, batch)
+        if cache is not None:
+            cache.put(batch, table)
     ours = pc.is_in(table["custom_id"], value_set=custom_ids)
     if not pc.all(ours).as_py():  # results for requests this shard did not send: not ours
         table = table.filter(ours)
@@ -227,6 +225,21 @@ def collect(
             text = f"missing: batch {batch.id} ({batch.status}) returned no result for this row"
         table = pa.concat_tables([table, no_answer(missing, "failed", why, text, batch.id)])
     return table
+
+
+def _every_result(client: BatchAPI, batch: Batch) -> pa.Table:
+    """Every result of the batch, read from the API a page at a time."""
+    pages: list[pa.RecordBatch] = []
+    read = 0
+    for page in client.iter_result_pages(batch.id, page_size=10_000):
+        out: dict[str, list[Any]] = {name: [] for name in COLLECTED.names}
+        for result in page:
+            _read(result, batch.id, out)
+        pages.append(pa.RecordBatch.from_pydict(out, schema=COLLECTED))
+        read += len(page)
+        if read >= 1000:
+            crash_point("collecting")
+    return pa.Table.from_batches(pages, schema=COLLECTED)
 
 
 def checked(table: pa.Table, kind: Kind) -> pa.Table:
@@ -283,7 +296,7 @@ def send_shard(
             else:
                 ended = wait_for(client, found, run.config, on_progress)
         with run.timings.timed("collect"):
-            table = checked(collect(client, ended, ids), run.kind)
+            table = checked(collect(client, ended, ids, cache=run.cache), run.kind)
         if ended.status == "cancelled" and found.status != "cancelled":
             stopped = pc.fill_null(pc.equal(table["reason"], "cancelled"), False)
             status = pc.if_else(stopped, "cancelled", table["status"])

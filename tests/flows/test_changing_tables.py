@@ -9,6 +9,7 @@ and again, edited, deleted, and repeated."""
 from __future__ import annotations
 
 import random
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -182,3 +183,43 @@ def test_identical_requests_are_sent_once_and_shared(job: Job) -> None:
     originals = out.filter(pa.compute.starts_with(out["id"], "r"))  # each request once
     assert report["tokens"]["prompt"] == pa.compute.sum(originals["prompt_tokens"]).as_py()
     job.check_as_fresh()
+
+
+def test_a_rerun_reads_ended_batches_from_its_cache_and_a_fresh_machine_from_the_api(
+    job: Job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tablebatch.jobs.submit as submit
+
+    api_reads: list[str] = []
+    read = submit._every_result
+
+    def counted(client, batch):  # type: ignore[no-untyped-def]
+        api_reads.append(batch.id)
+        return read(client, batch)
+
+    monkeypatch.setattr(submit, "_every_result", counted)
+    rows = [review(i) for i in range(100)]
+    job.write(rows)
+    job.run()
+    assert len(api_reads) == 10  # each shard's batch, read once from the API
+    first = job.output()
+    rows += [review(500 + i) for i in range(3)]
+    job.write(rows)
+    api_reads.clear()
+    report, sent = job.run()
+    # the ten earlier batches come from the cache; only the new shard's is read
+    assert sent == 3 and report["requests"]["found"] == 100 and len(api_reads) == 1
+    cached = job.output()
+    # a fresh machine (no cache) lists the same batches and reads them from the API
+    shutil.rmtree(job.root / ".tablebatch" / "results")
+    api_reads.clear()
+    report, sent = job.run()
+    assert sent == 0 and len(api_reads) == 11
+    assert job.output().equals(cached)
+    assert cached.slice(0, 100).column("answer").equals(first.column("answer"))
+    # a cache file that no longer describes its batch is not trusted
+    victim = next((job.root / ".tablebatch" / "results" / "reviews").glob("*.parquet"))
+    victim.write_bytes(b"torn")
+    api_reads.clear()
+    job.run()
+    assert len(api_reads) == 1 and job.output().equals(cached)
