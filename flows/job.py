@@ -28,6 +28,7 @@ from tablebatch.jobs.config import check_run_parameters, output_path
 from tablebatch.jobs.errors import JobAborted, JobCancelled, JobFailed
 from tablebatch.jobs.guard import RunGuard
 from tablebatch.jobs.pipeline import JobRun, run_settings, run_stages, timeout_message
+from tablebatch.jobs.prices import load_prices
 from tablebatch.jobs.progress import Progress
 from tablebatch.jobs.result_cache import ResultCache, cache_folder
 from tablebatch.jobs.spool import Spool
@@ -100,6 +101,7 @@ def batch_job(
     check_run_parameters(job, root, updates, settings)
     table, ids = load_task(job, root, timings)
     path = output_path(job, root)
+    prices = load_prices(Path(root), job)  # the package's, prices.yaml, the config's
     guard = RunGuard(job)  # Ctrl-C, a stop signal, a cancel in Prefect: batch.on_abort
     spool = Spool(Path(root) / ".tablebatch" / "spool" / uuid.uuid4().hex)  # answers on disk
     try:
@@ -119,9 +121,11 @@ def batch_job(
                 cache=ResultCache(cache_folder(root, job.name)),
                 progress_for=_progress,
                 log=logger.info,
+                prices=prices,
             )
             outcome = run_stages(run, table, lambda m: build_task(job, table, ids, m, timings))
-        report = write_task(job, table, outcome, path, timings, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        report = write_task(job, table, outcome, path, timings, elapsed, prices)
     except WaitTimeoutError as exc:
         raise JobFailed(timeout_message(job, exc, guard, config)) from None
     except JobAborted:  # batch.on_abort: keep — nothing to write, the batches go on

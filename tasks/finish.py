@@ -16,6 +16,7 @@ from tablebatch.io import table_writer
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.join import join_chunks
 from tablebatch.jobs.pipeline import JobOutcome
+from tablebatch.jobs.prices import PriceTable
 from tablebatch.jobs.report import build_report, report_columns, report_markdown, table_rows
 from tablebatch.jobs.timing import Timings
 from tablebatch.report.build import artifact, write_html
@@ -30,6 +31,7 @@ def write_task(
     path: str,
     timings: Timings,
     elapsed: float = 0.0,
+    prices: PriceTable | None = None,
 ) -> dict[str, Any]:
     """Join the answers onto the rows and write the output a chunk of rows at a time (the
     file appears whole, atomically), then the report (a JSON file and Prefect artifacts).
@@ -51,7 +53,15 @@ def write_task(
             timings.add("join", mark, time.perf_counter())
     slim_table = pa.concat_tables(slim)
     report = build_report(
-        config, table, slim_table, outcome.batches, path, outcome.requests, outcome.tokens
+        config,
+        table,
+        slim_table,
+        outcome.batches,
+        path,
+        outcome.requests,
+        outcome.tokens,
+        outcome.spend,
+        prices,
     )
     report["timings"] = timings.take(elapsed + time.perf_counter() - started)
     charts = None

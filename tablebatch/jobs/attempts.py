@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 
 from tablebatch.api import BatchAPI
 from tablebatch.jobs.build import Sendable, shard_rows
+from tablebatch.jobs.cost import ShardCosts, Tokens
 from tablebatch.jobs.guard import stopping
 from tablebatch.jobs.naming import batch_prefix
 from tablebatch.jobs.progress import Progress
-from tablebatch.jobs.rows import ATTEMPTS, RUN_SCHEMA, best, stopped_mask
+from tablebatch.jobs.rows import ATTEMPTS, RUN_SCHEMA, best, no_answer, stopped_mask
 from tablebatch.jobs.submit import Shard, ShardOutcome, StageRun, existing_batches
 from tablebatch.jobs.watch import BatchWatcher
 
@@ -51,11 +52,13 @@ class Window:
         self.size += 1
         pending.add_done_callback(lambda _: self._ended.put((index, pending)))
 
-    def take(self) -> None:
-        """Wait for the next shard to end and keep its outcome; raises its error."""
+    def take(self) -> int:
+        """Wait for the next shard to end and keep its outcome (its index is returned);
+        raises its error."""
         index, pending = self._ended.get()
         self.size -= 1
         self.done[index] = pending.result()
+        return index
 
     def outcomes(self) -> list[ShardOutcome]:
         """The outcomes taken, in shard order (a run's results do not depend on timing)."""
@@ -85,6 +88,7 @@ class StageOutcome:
     batches: list[dict[str, Any]] = field(default_factory=list)
     sent: int = 0
     found: int = 0
+    paid: Tokens = field(default_factory=Tokens)  # the tokens of the requests sent now
     exhausted: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
 
 
@@ -126,13 +130,15 @@ def run_attempts(
     send: SendShard,
     progress_for: ProgressFor | None = None,
     log: Callable[[str], None] | None = None,
+    costs: ShardCosts | None = None,
 ) -> StageOutcome:
     """Send ``items`` in shards, then the rows that failed again, up to ``max_attempts``.
 
     Rows of a batch that was cancelled while this run waited are ``cancelled`` and not
     sent again (someone meant to stop them); rows of a batch found already cancelled are
     sent again. A stopped run starts no further shard or attempt. Raises ``Systemic`` (with
-    the outcome so far) past the error budget."""
+    the outcome so far) past the error budget, and when ``costs`` (``budget.max_cost``)
+    lets no further shard go: the rows not sent are then ``cancelled`` (``not_sent``)."""
     config = run.config
     outcome = StageOutcome(RUN_SCHEMA.empty_table())
     final: pa.Table | None = None
@@ -145,15 +151,28 @@ def run_attempts(
         progress = progress_for(run, attempt, len(pending)) if progress_for else None
         watcher = BatchWatcher(client, prefix, config)
         window = Window()
+        over: str | None = None
+        sent_ids: list[pa.Array | pa.ChunkedArray] = []
+
+        stage_key = (run.stage, run.model, attempt)
         for index, rows in shard_rows(pending, config):
             if index and stopping():  # a stopped run sends no further shard
                 break
             if window.size >= config.batch.concurrency:
-                window.take()
+                _take(window, costs, stage_key)
+            if costs is not None:
+                key, worst = (*stage_key, index), costs.worst(rows)
+                while not costs.meter.reserve(key, worst) and window.size:
+                    _take(window, costs, stage_key)  # in flight may cost less than its worst
+                if key not in costs.meter.in_flight:
+                    sent = len(pa.chunked_array(sent_ids, pa.string())) if sent_ids else 0
+                    over = costs.meter.message(worst, len(pending) - sent, costs.currency)
+                    break
+                sent_ids.append(rows.ids)
             shard = Shard(run, attempt, index, rows, existing, progress, watcher)
             window.add(index, send(client, shard))
         while window.size:
-            window.take()
+            _take(window, costs, stage_key)
         done = window.outcomes()
         if progress is not None:
             progress.finish()
@@ -161,7 +180,11 @@ def run_attempts(
             outcome.batches.extend(shard.batches)
             outcome.sent += shard.sent
             outcome.found += shard.found
-        now = pa.concat_tables([s.results for s in done])
+            outcome.paid += shard.paid
+        tables = [s.results for s in done]
+        if over is not None:  # the rows the cap kept back: never sent
+            tables.append(_kept_back(run, pending, sent_ids, over))
+        now = pa.concat_tables(tables, promote_options="default")
         now = now.append_column(ATTEMPTS, pa.array([attempt] * now.num_rows, pa.int32()))
         final = now if final is None else best([final, now])
         outcome.results = final
@@ -169,6 +192,8 @@ def run_attempts(
             check_budget(config.batch.error_budget, now)
         except Systemic as exc:
             raise Systemic(str(exc), outcome) from None
+        if over is not None:
+            raise Systemic(over, outcome)
         again = to_retry(now, run.kind.retry_invalid)
         if not len(again) or stopping():  # a stopped run starts no further attempt
             break
@@ -176,3 +201,23 @@ def run_attempts(
         if attempt < config.batch.max_attempts and log is not None:
             log(f"{len(again)} row(s) failed; attempt {attempt + 1} sends them again")
     return outcome
+
+
+def _take(window: Window, costs: ShardCosts | None, stage_key: tuple[Any, ...]) -> None:
+    """Take the next shard to end; with a cap, its reservation becomes what it cost."""
+    index = window.take()
+    if costs is not None:
+        costs.meter.settle((*stage_key, index), costs.actual(window.done[index].paid))
+
+
+def _kept_back(
+    run: StageRun, pending: Sendable, sent: list[pa.Array | pa.ChunkedArray], why: str
+) -> pa.Table:
+    """Results for the rows of ``pending`` not sent because of the cap: ``cancelled``
+    (``not_sent``, so a re-run sends them), spooled as the shards' results are."""
+    ids = pending.ids
+    if sent:
+        done = pa.chunked_array(sent, pa.string())
+        ids = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=done.combine_chunks())))
+    rows = no_answer(ids, "cancelled", "not_sent", f"not sent: {why}")
+    return run.spool.put(rows) if run.spool is not None else rows

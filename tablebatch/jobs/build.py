@@ -224,6 +224,7 @@ class Renderer:
         self.examples = kind.example_messages()
         self.limit = config.batch.max_request_bytes
         self.params = orjson.dumps({**config.params, **kind.body()})[1:-1]
+        self.breakpoint = _cache_breakpoint(config, self)  # prompt.cache: where (Anthropic)
 
     def bodies(self, table: pa.Table) -> Iterator[bytes]:
         """The encoded chat body of every row of ``table`` (model, messages, params)."""
@@ -234,6 +235,8 @@ class Renderer:
             messages = [*self.examples, {"role": "user", "content": template.render(row)}]
             if system is not None:
                 messages.insert(0, {"role": "system", "content": system.render(row)})
+            if self.breakpoint is not None:
+                messages = _cached(messages, self.breakpoint)
             body = orjson.dumps({"model": self.model, "messages": messages})
             if params:  # the body's other parameters, spliced in without a second encoding
                 body = body[:-1] + b"," + params + b"}"
@@ -282,6 +285,33 @@ class Renderer:
             self.template.render({c: values[c][i] for c in columns} | self.filled)
             for i in range(table.num_rows)
         ]
+
+
+CACHE_CONTROL = {"type": "ephemeral", "ttl": "1h"}  # a batch outlasts the 5-minute default
+
+
+def _cache_breakpoint(config: JobConfig, renderer: Renderer) -> int | None:
+    """With ``prompt.cache`` for Anthropic, the index of the last message of the static
+    prefix (the system prompt when no row changes it, then the examples): the request marks
+    it with ``cache_control``. None: nothing to mark (no cache asked, another provider,
+    whose caches need no mark, or a system prompt that differs by row)."""
+    api = config.api
+    if not config.prompt.cache or api is None or api.provider != "anthropic":
+        return None
+    system = renderer.system
+    if system is not None and any(f not in renderer.filled for f in system.fields):
+        return None  # the first message differs by row: no prefix is shared
+    last = len(renderer.examples) - (0 if system is not None else 1)
+    return last if last >= 0 else None
+
+
+def _cached(messages: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:
+    """The messages with message ``index``'s text as a part marked for the prompt cache."""
+    marked = dict(messages[index])
+    marked["content"] = [
+        {"type": "text", "text": marked["content"], "cache_control": CACHE_CONTROL}
+    ]
+    return [*messages[:index], marked, *messages[index + 1 :]]
 
 
 class Rows:

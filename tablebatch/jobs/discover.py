@@ -55,8 +55,9 @@ def discover(
     listed.sort(key=lambda b: b.created_at or _OLDEST)
     unstarted = [b for b in listed if b.request_count and b.status in ("created", "pending")]
     started = [b for b in listed if b.request_count and b not in unstarted]
-    if look_only:
-        started, unstarted = [b for b in started if b.is_terminal], []
+    if look_only:  # what has ended (an xAI batch seen from another process stays pending)
+        ended = [b for b in unstarted if not b.pending_count]
+        started, unstarted = [b for b in started if b.is_terminal] + ended, []
     tables = [t for t in (_read(client, run, b, items.ids, outcome) for b in started) if t]
     if unstarted:
         found = best(tables)

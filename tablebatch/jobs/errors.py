@@ -3,6 +3,7 @@
     JobError
     ├── ConfigError      the config cannot be used (names the file and the key)
     ├── DataError        the table cannot be used (names the file, column or rows)
+    ├── BudgetRefused    the run's estimate is over budget.max_cost: nothing was sent
     └── JobFailed        the run could not finish (a batch timed out, a systemic failure)
         └── JobAborted   the run was stopped: its batches were kept running
             └── JobCancelled  … or cancelled, the answered rows written
@@ -23,6 +24,11 @@ class ConfigError(JobError, ValueError):
 
 class DataError(JobError, ValueError):
     """Input data that cannot be used; found before anything is sent."""
+
+
+class BudgetRefused(JobError):
+    """The run would cost more than ``budget.max_cost`` (or its cost cannot be known), so
+    nothing was sent; the message gives the estimate and how to raise the cap."""
 
 
 class JobFailed(JobError):

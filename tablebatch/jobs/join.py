@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from tablebatch.jobs.build import Plan
 from tablebatch.jobs.kinds import Chunk
-from tablebatch.jobs.rows import ATTEMPTS, OUTPUT_COLUMNS, input_columns, no_answer
+from tablebatch.jobs.rows import ATTEMPTS, CACHE_TOKENS, OUTPUT_COLUMNS, input_columns, no_answer
 from tablebatch.jobs.schema import JobConfig
 from tablebatch.jobs.spool import Spool, text_column
 
@@ -76,10 +76,18 @@ def _answer_columns(
         "attempts": pc.fill_null(joined["attempts"], 0),
         "prompt_tokens": pc.fill_null(joined["prompt_tokens"], 0),
         "completion_tokens": pc.fill_null(joined["completion_tokens"], 0),
+        **{f.name: _zero_if_absent(joined, f.name) for f in CACHE_TOKENS},
         "request_id": custom_ids,
         "shared_with": pc.subtract(sharing, 1),
     }
     return pa.table({k: v.cast(OUTPUT_COLUMNS[k]) for k, v in columns.items()})
+
+
+def _zero_if_absent(results: pa.Table, column: str) -> pa.Array | pa.ChunkedArray:
+    """A token column of results, 0 where it is null or (older results) absent."""
+    if column not in results.column_names:
+        return pa.array([0] * results.num_rows, pa.int64())
+    return pc.fill_null(results[column], 0)
 
 
 def sharing(custom_ids: pa.Array) -> pa.Array:

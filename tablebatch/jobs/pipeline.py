@@ -9,20 +9,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tablebatch.api import BatchAPI, Limits, WaitTimeoutError
 from tablebatch.jobs.attempts import ProgressFor, SendShard, StageOutcome, Systemic, run_attempts
 from tablebatch.jobs.build import Plan, Sendable, shard_rows, within_limits
+from tablebatch.jobs.cost import (
+    Meter,
+    ShardCosts,
+    Tokens,
+    estimate,
+    max_completion,
+    money,
+    raised_cap,
+)
 from tablebatch.jobs.discover import discover, unanswered
+from tablebatch.jobs.errors import BudgetRefused
 from tablebatch.jobs.guard import RunGuard
 from tablebatch.jobs.join import ModelAnswers
+from tablebatch.jobs.prices import PriceTable, price_hint
 from tablebatch.jobs.result_cache import ResultCache
 from tablebatch.jobs.rows import as_stopped, best, unsent
 from tablebatch.jobs.schema import JobConfig
 from tablebatch.jobs.spool import Spool
 from tablebatch.jobs.submit import Shard, StageRun
 from tablebatch.jobs.timing import Timings
+from tablebatch.jobs.tokens import Counter, counter_for
 
 PlanFor = Callable[[str], Plan]  # a model -> what to send it
 LOCAL_POLL_S = (0.1, 1.0)  # first and longest poll interval against the run's own server
@@ -52,6 +63,7 @@ class JobOutcome:
     found: int = 0
     stopped: str | None = None
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
+    spend: dict[str, Tokens] = field(default_factory=dict)  # model -> this run's tokens
 
     def add(self, stage: StageOutcome) -> None:
         """Count a stage's batches and requests."""
@@ -59,10 +71,12 @@ class JobOutcome:
         self.sent += stage.sent
         self.found += stage.found
 
-    def spent(self, results: pa.Table) -> None:
-        """Count the tokens of the results of this run's own attempts."""
-        for kind in ("prompt", "completion"):
-            self.tokens[kind] += int(pc.sum(results[f"{kind}_tokens"]).as_py() or 0)
+    def spent(self, paid: Tokens, model: str) -> None:
+        """Count the tokens of the requests this run's attempts sent to ``model`` (not those
+        of answers collected from a batch an earlier run filled)."""
+        self.tokens["prompt"] += paid.prompt
+        self.tokens["completion"] += paid.completion
+        self.spend[model] = self.spend.get(model, Tokens()) + paid
 
     @property
     def requests(self) -> dict[str, int]:
@@ -84,6 +98,28 @@ class JobRun:
     cache: ResultCache | None = None
     progress_for: ProgressFor | None = None
     log: Callable[[str], None] | None = None
+    prices: PriceTable = field(default_factory=PriceTable)
+    meter: Meter | None = None  # budget.max_cost: what the run spent and has in flight
+    _counter: Counter | None = None
+
+    def __post_init__(self) -> None:
+        if self.meter is None and self.config.budget.max_cost is not None:
+            self.meter = Meter(self.config.budget.max_cost)
+
+    @property
+    def counter(self) -> Counter:
+        """How the run counts prompt tokens before sending (for the cap)."""
+        if self._counter is None:
+            self._counter = counter_for(self.config)
+        return self._counter
+
+    def costs(self, model: str) -> ShardCosts | None:
+        """How the cap prices ``model``'s shards (None: no cap)."""
+        price = self.prices.get(model)
+        bound = max_completion(self.config)
+        if self.meter is None or price is None or bound is None:
+            return None
+        return ShardCosts(self.meter, price, self.counter, bound, self.prices.currency)
 
     def stage(self, stage: str, model: str, fingerprint: str) -> StageRun:
         """The run of one stage for one model."""
@@ -99,7 +135,9 @@ class JobRun:
 
     def attempts(self, run: StageRun, items: Any) -> StageOutcome:
         """Every attempt of one stage."""
-        return run_attempts(self.client, run, items, self.send, self.progress_for, self.log)
+        return run_attempts(
+            self.client, run, items, self.send, self.progress_for, self.log, self.costs(run.model)
+        )
 
 
 def run_stages(job: JobRun, table: pa.Table, plan_for: PlanFor) -> JobOutcome:
@@ -107,13 +145,14 @@ def run_stages(job: JobRun, table: pa.Table, plan_for: PlanFor) -> JobOutcome:
     with its answered rows, the others ``cancelled``; a systemic failure ends the stages."""
     config, guard = job.config, job.guard
     outcome = JobOutcome()
+    ready = _within_budget(job, plan_for) if job.meter is not None else {}
     for model in config.model_names:
-        plan = plan_for(model)
+        plan, found = ready.get(model) or (plan_for(model), None)
         if guard.aborted:  # stopped before anything was sent
             outcome.per_model.append(ModelAnswers(plan, unsent(plan.rows.ids), spool=job.spool))
             break
         run = job.stage("answer", model, config.fingerprint(model))
-        results = _stage(job, run, plan.rows, outcome)
+        results = _stage(job, run, plan.rows, outcome, found)
         if guard.aborted:  # rows stopped by its cancel, or never sent: cancelled
             results = as_stopped(results, plan.rows.ids)
         outcome.per_model.append(ModelAnswers(plan, results, spool=job.spool))
@@ -132,11 +171,59 @@ def run_stages(job: JobRun, table: pa.Table, plan_for: PlanFor) -> JobOutcome:
     return outcome
 
 
-def _stage(job: JobRun, run: StageRun, items: Sendable, outcome: JobOutcome) -> pa.Table:
-    """One stage for one model: the answers already on the API (earlier runs), then every
-    attempt for the requests that have none; one result per request. A systemic failure
-    ends it with what it has (``outcome.stopped`` says why)."""
-    found = discover(job.client, run, items, lambda pending: _first_names(run, pending))
+def _within_budget(job: JobRun, plan_for: PlanFor) -> dict[str, tuple[Plan, StageOutcome]]:
+    """Each model's plan and the answers already on the API, once the estimate of what the
+    run would send now is within ``budget.max_cost``; else ``BudgetRefused`` (nothing
+    sent). A second stage (a judge) is not in the estimate: the meter caps it as it goes."""
+    config = job.config
+    cap = config.budget.max_cost or 0.0
+    ready: dict[str, tuple[Plan, StageOutcome]] = {}
+    total = 0.0
+    lines = []
+    for model in config.model_names:
+        plan = plan_for(model)
+        run = job.stage("answer", model, config.fingerprint(model))
+        found = _discover(job, run, plan.rows)
+        pending = plan.rows.select(
+            unanswered(plan.rows.ids, found.results, run.kind.retry_invalid, found.exhausted)
+        )
+        ready[model] = (plan, found)
+        guess = estimate(config, model, pending, job.prices, job.counter, found.results)
+        cost = guess.cost()
+        if cost is None:
+            raise BudgetRefused(
+                f"{config.name}: budget.max_cost is set, but the cost of this run cannot be "
+                f"known: {price_hint(model)}"
+            )
+        total += cost
+        lines.append(f"{model}: {guess.requests} request(s), ~{money(cost)}")
+    if total > cap:
+        raise BudgetRefused(
+            f"{config.name}: the run would cost ~{money(total)} at batch prices "
+            f"({'; '.join(lines)}; answers at max_tokens unless earlier answers say less), over "
+            f"budget.max_cost {money(cap)}. Nothing was sent. Raise the cap (budget.max_cost in "
+            f"the config, or --set budget.max_cost={raised_cap(total)}), or send fewer rows "
+            "(tablebatch plan shows the estimate)."
+        )
+    return ready
+
+
+def _discover(job: JobRun, run: StageRun, items: Sendable) -> StageOutcome:
+    """The stage's answers already on the API for ``items``."""
+    return discover(job.client, run, items, lambda pending: _first_names(run, pending))
+
+
+def _stage(
+    job: JobRun,
+    run: StageRun,
+    items: Sendable,
+    outcome: JobOutcome,
+    found: StageOutcome | None = None,
+) -> pa.Table:
+    """One stage for one model: the answers already on the API (earlier runs; ``found``
+    when already asked), then every attempt for the requests that have none; one result per
+    request. A systemic failure ends it with what it has (``outcome.stopped`` says why)."""
+    found = found or _discover(job, run, items)
     retry = run.kind.retry_invalid
     pending = items.select(unanswered(items.ids, found.results, retry, found.exhausted))
     found.found = len(items) - len(pending)  # on the API already: not sent again
@@ -147,7 +234,7 @@ def _stage(job: JobRun, run: StageRun, items: Sendable, outcome: JobOutcome) -> 
         outcome.stopped = str(exc)
         stage = exc.outcome or StageOutcome(best([]))
     outcome.add(stage)
-    outcome.spent(stage.results)
+    outcome.spent(stage.paid, run.model)
     return best([found.results, stage.results])
 
 

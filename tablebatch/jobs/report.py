@@ -10,8 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tablebatch.jobs.cost import TOKEN_COLUMNS, Tokens, add, cost_of, money
 from tablebatch.jobs.join import output_types
 from tablebatch.jobs.kinds import KINDS, Kind
+from tablebatch.jobs.prices import PriceTable
 from tablebatch.jobs.schema import JobConfig
 
 LONG_TEXTS = ("answer", "error", "batch_id")  # output texts the report does not keep
@@ -56,6 +58,82 @@ def _behind(output: pa.Table) -> dict[str, int]:
     }
 
 
+def _behind_by_model(output: pa.Table, config: JobConfig) -> dict[str, Tokens]:
+    """The tokens behind the output's answers, by model, each request once (the answers of
+    a second stage, a judge, are not in the output's rows)."""
+    models = config.model_names
+    by_model = "model" in output.column_names and len(models) > 1
+    out: dict[str, Tokens] = {}
+    for model in models:
+        rows = output.filter(pc.equal(output["model"], model)) if by_model else output
+        columns = [c for c in TOKEN_COLUMNS if c in rows.column_names]
+        if "request_id" in rows.column_names:
+            once = rows.select(["request_id", *columns]).group_by("request_id")
+            rows = once.aggregate([(c, "max") for c in columns]).rename_columns(
+                ["request_id", *columns]
+            )
+        out[model] = Tokens.of(rows)
+        if not by_model:
+            break
+    return out
+
+
+def cost_section(
+    config: JobConfig,
+    output: pa.Table,
+    spend: dict[str, Tokens] | None,
+    prices: PriceTable,
+) -> dict[str, Any]:
+    """The report's ``cost``: what this run's requests cost at batch prices (the API's token
+    counts) and at real-time prices, what the answers behind the output cost (answers
+    reused from earlier runs included), per output row, the cached prompt tokens, and the
+    prices used. A model with no price makes its costs ``None`` (unknown), never 0."""
+    spend = spend or {}
+    behind = _behind_by_model(output, config)
+    this_run: float | None = 0.0
+    realtime: float | None = 0.0
+    behind_cost: float | None = 0.0
+    per_model: dict[str, Any] = {}
+    for model in dict.fromkeys([*config.model_names, *spend]):
+        price = prices.get(model)
+        used = spend.get(model, Tokens())
+        entry = {
+            "this_run": cost_of(used, price),
+            "this_run_realtime": cost_of(used, price, batch=False),
+            "tokens_this_run": used.as_dict(),
+            "price": None
+            if price is None
+            else {
+                "input": price.input,
+                "cached_input": price.cached_input,
+                "cache_write": price.cache_write,
+                "output": price.output,
+                "batch_discount": price.batch_discount,
+                "source": price.source,
+            },
+        }
+        if model in behind:
+            entry["behind_output"] = cost_of(behind[model], price)
+            behind_cost = add(behind_cost, entry["behind_output"])
+        this_run = add(this_run, entry["this_run"])
+        realtime = add(realtime, entry["this_run_realtime"])
+        per_model[model] = entry
+    rows = output.num_rows
+    cached = sum(t.cached for t in spend.values())
+    return {
+        "currency": prices.currency,
+        "this_run": this_run,
+        "this_run_realtime": realtime,
+        "behind_output": behind_cost,
+        "per_output_row": None if behind_cost is None or not rows else behind_cost / rows,
+        "cached_prompt_tokens": cached,
+        "cache_write_tokens": sum(t.cache_write for t in spend.values()),
+        "prices_as_of": prices.as_of,
+        "unknown": [m for m, e in per_model.items() if e["price"] is None],
+        "per_model": per_model,
+    }
+
+
 def _requests(output: pa.Table, requests: dict[str, int] | None) -> dict[str, int]:
     """Rows and requests: sent by this run, found on the API (earlier runs), and
     rows that share another row's request (and so its answer)."""
@@ -75,11 +153,14 @@ def build_report(
     output_path: str,
     requests: dict[str, int] | None = None,
     tokens_this_run: dict[str, int] | None = None,
+    spend: dict[str, Tokens] | None = None,
+    prices: PriceTable | None = None,
 ) -> dict[str, Any]:
     """Counts, tokens, batches, attempts and the kind's metrics of a finished run
     (``output``: the report's columns of every output row; ``requests``: what the run sent
     and what it found already on the API; ``tokens_this_run``: what this run's requests
-    used, where ``tokens`` is what the output's answers took, each request once)."""
+    used, where ``tokens`` is what the output's answers took, each request once;
+    ``spend``: this run's tokens by model, priced with ``prices`` in ``cost``)."""
     report: dict[str, Any] = {
         "job": config.name,
         "kind": config.kind,
@@ -96,6 +177,8 @@ def build_report(
     }
     if tokens_this_run is None:
         del report["tokens_this_run"]
+    if prices is not None:
+        report["cost"] = cost_section(config, output, spend, prices)
     report |= config.kind_impl.report(table, output)
     return report
 
@@ -146,6 +229,9 @@ def summary_text(report: dict[str, Any]) -> str:
             f"{requests['found']} found on the API from earlier runs (not sent again)"
             + (f"; {shared} row(s) share an identical request" if shared else "")
         )
+    cost = report.get("cost")
+    if cost:
+        lines.append(cost_line(cost))
     kind = _kind(report)
     if kind is not None:
         lines += kind.summary(report)
@@ -154,6 +240,24 @@ def summary_text(report: dict[str, Any]) -> str:
     if os.path.exists(f"{report['output']}.report.html"):
         lines.append(f"  html:   {report['output']}.report.html")
     return "\n".join(lines)
+
+
+def cost_line(cost: dict[str, Any]) -> str:
+    """The summary's cost line: this run at batch prices (and real-time), behind the output,
+    per row, cached tokens; "unknown" for a model with no price."""
+    currency = cost.get("currency", "USD")
+    line = (
+        f"  cost: this run {money(cost['this_run'], currency)} at batch prices "
+        f"({money(cost['this_run_realtime'], currency)} at real-time); behind the output "
+        f"{money(cost['behind_output'], currency)}"
+    )
+    if cost.get("per_output_row") is not None:
+        line += f", {money(cost['per_output_row'], currency)} a row"
+    if cost.get("cached_prompt_tokens"):
+        line += f"; {cost['cached_prompt_tokens']} prompt tokens from the cache"
+    if cost.get("unknown"):
+        line += f" (no price for {', '.join(cost['unknown'])}: see prices.yaml)"
+    return line
 
 
 def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -35,9 +35,13 @@ Reason = Literal[
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 STOPPED: tuple[Reason, ...] = ("cancelled", "not_sent")  # someone meant to stop these
+# Of a result's prompt tokens, those read from / written to the provider's prompt cache (where
+# its usage says; 0 elsewhere). Not in RESULT_SCHEMA: tables without them read as 0.
+CACHE_TOKENS = (pa.field("cached_tokens", pa.int64()), pa.field("cache_write_tokens", pa.int64()))
 REASON = pa.field("reason", pa.string())
 ATTEMPTS = pa.field("attempts", pa.int32())
-RUN_SCHEMA = RESULT_SCHEMA.append(REASON).append(ATTEMPTS)  # a run's results, all attempts
+COLLECTED = pa.schema([*RESULT_SCHEMA, REASON, *CACHE_TOKENS])  # a batch's results, as read
+RUN_SCHEMA = COLLECTED.append(ATTEMPTS)  # a run's results, all attempts
 
 # The columns every output has after the input's, in this order, with their types.
 OUTPUT_COLUMNS: dict[str, pa.DataType] = {
@@ -48,6 +52,8 @@ OUTPUT_COLUMNS: dict[str, pa.DataType] = {
     "attempts": pa.int32(),
     "prompt_tokens": pa.int64(),
     "completion_tokens": pa.int64(),
+    "cached_tokens": pa.int64(),  # of prompt_tokens: read from the provider's prompt cache
+    "cache_write_tokens": pa.int64(),  # of prompt_tokens: written to it (Anthropic)
     "request_id": pa.string(),  # the id of what the row sends: rows that send the same, share
     "shared_with": pa.int32(),  # how many other rows send the same request (and share its answer)
 }
@@ -93,10 +99,10 @@ def no_answer(
     schema: pa.Schema | None = None,
 ) -> pa.Table:
     """Result rows with no answer: ``status``, ``reason`` and ``error`` (one, or one per
-    row), in the columns of ``schema`` (default ``RESULT_SCHEMA`` and ``reason``; other
+    row), in the columns of ``schema`` (default ``COLLECTED``, as a batch's results; other
     columns of it, such as where a spooled answer is, are null; tokens and attempts 0)."""
     n = len(custom_ids)
-    schema = schema or RESULT_SCHEMA.append(REASON)
+    schema = schema or COLLECTED
     values: dict[str, Any] = {
         "custom_id": custom_ids,
         "status": pa.array([status] * n, pa.string()),
@@ -105,6 +111,8 @@ def no_answer(
         "batch_id": pa.array([batch] * n, pa.string()),
         "prompt_tokens": pa.array([0] * n, pa.int64()),
         "completion_tokens": pa.array([0] * n, pa.int64()),
+        "cached_tokens": pa.array([0] * n, pa.int64()),
+        "cache_write_tokens": pa.array([0] * n, pa.int64()),
         "attempts": pa.array([0] * n, pa.int32()),
     }
     columns = [values.get(f.name, pa.nulls(n, f.type)).cast(f.type) for f in schema]

@@ -73,6 +73,12 @@ class PromptConfig(Strict):
 
     system: str | None = Field(None, description="An optional system message.")
     template: str = Field(description="The user message, with {column} placeholders.")
+    cache: bool = Field(
+        False,
+        description="Mark the static prefix (the system prompt when it has no placeholder, "
+        "and the examples) for the provider's prompt cache: for anthropic a cache_control "
+        "breakpoint with the 1-hour lifetime (OpenAI and xAI cache prefixes by themselves).",
+    )
 
     @field_validator("template")
     @classmethod
@@ -247,6 +253,33 @@ class ScheduleConfig(Strict):
         return value
 
 
+class BudgetConfig(Strict):
+    """What a run may spend, in the price table's currency (USD)."""
+
+    max_cost: float | None = Field(
+        None,
+        ge=0,
+        description="A run whose estimate is over it is refused before anything is sent; "
+        "during a run, no shard is sent once spent plus the worst case in flight would pass it.",
+    )
+
+
+class ModelPrice(Strict):
+    """A model's list price, per million tokens (``pricing:`` and ``prices.yaml``)."""
+
+    input: float = Field(ge=0, description="Per million prompt tokens.")
+    output: float = Field(ge=0, description="Per million completion tokens.")
+    cached_input: float | None = Field(
+        None, ge=0, description="Per million prompt tokens read from the cache (default: input)."
+    )
+    cache_write: float | None = Field(
+        None, ge=0, description="Per million prompt tokens written to the cache (default: input)."
+    )
+    batch_discount: float = Field(
+        0.0, ge=0, le=1, description="The Batch API's discount on every token, e.g. 0.5."
+    )
+
+
 CONFIGS: dict[str, type[JobConfig]] = {}  # kind name -> its config (``kinds.base.register``)
 
 
@@ -270,6 +303,12 @@ class JobConfig(Strict):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     output: OutputConfig = Field(default_factory=OutputConfig)
     schedule: ScheduleConfig | None = Field(None, description="For tablebatch deploy.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    pricing: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Prices of models the price table lacks (or overrides), by model name, "
+        "e.g. a self-hosted one at 0.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -331,6 +370,17 @@ class JobConfig(Strict):
         check_params(self.params, self.api.provider if self.api else "seed")  # jobs/params.py
         return self
 
+    @model_validator(mode="after")
+    def _check_budget(self) -> JobConfig:
+        anthropic = self.api is not None and self.api.provider == "anthropic"  # has a default
+        bounded = any(self.params.get(k) for k in ("max_tokens", "max_completion_tokens"))
+        if self.budget.max_cost is not None and not (bounded or anthropic):
+            raise ValueError(
+                "budget.max_cost needs an answer's worst case: set params.max_tokens (e.g. "
+                "max_tokens: 256), or remove budget.max_cost"
+            )
+        return self
+
     # -- derived -------------------------------------------------------------------
 
     @property
@@ -382,6 +432,8 @@ class JobConfig(Strict):
             "examples": kind.example_messages(),
         }
         shape |= {k: v for k, v in extra.items() if v}  # none of them: as before kinds had them
+        if self.prompt.cache:  # marks change what is sent
+            shape["cache"] = True
         if judged_model is not None:
             shape |= {"judged": self.fingerprint(judged_model), **self.kind_impl.stage_shape()}
         return hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]

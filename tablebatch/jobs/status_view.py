@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tablebatch.api import Batch
+from tablebatch.jobs.cost import Tokens, add, cost_of, money
 from tablebatch.jobs.manage import (
     JobSummary,
     JobTarget,
@@ -17,6 +18,7 @@ from tablebatch.jobs.manage import (
     tokens,
 )
 from tablebatch.jobs.naming import parse_batch_name
+from tablebatch.jobs.prices import PriceTable, load_prices
 
 
 def age_s(batch: Batch, now: datetime | None = None) -> float | None:
@@ -48,6 +50,7 @@ def status_header(width: int = 30) -> str:
     return (
         f"{'batch':<{width}}  {'stage':<15}  {'attempt':>7}  {'shard':>10}  {'status':<10}  "
         f"{'done':>6}  {'failed':>6}  {'cancelled':>9}  {'pending':>7}  {'age':>6}  {'tokens':>9}"
+        f"  {'cost':>10}"
     )
 
 
@@ -85,8 +88,25 @@ def _shard(shard: int | str, piece: int) -> int | str:
     return f"{shard}-{piece}" if piece else shard
 
 
-def batch_row(batch: Batch, now: datetime | None = None) -> dict[str, Any]:
-    """A batch as one row of a status table."""
+def batch_cost(batch: Batch, prices: PriceTable | None) -> float | None:
+    """What the batch's requests cost so far at batch prices, from the tokens the API
+    reports for it (None: unknown, its model has no price or the API says no tokens)."""
+    if prices is None or batch.usage is None:
+        return None
+    usage = batch.usage
+    cached = getattr(usage, "input_tokens_details", None) or {}
+    tokens = Tokens(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        int(cached.get("cached_tokens") or 0) if isinstance(cached, dict) else 0,
+    )
+    return cost_of(tokens, prices.get(batch.model or ""))
+
+
+def batch_row(
+    batch: Batch, now: datetime | None = None, prices: PriceTable | None = None
+) -> dict[str, Any]:
+    """A batch as one row of a status table (``prices``: its cost, at batch prices)."""
     parsed = parse_batch_name(batch.name)
     return {
         "batch": batch.id,
@@ -100,17 +120,20 @@ def batch_row(batch: Batch, now: datetime | None = None) -> dict[str, Any]:
         "pending": batch.pending_count,
         "age": short_age(age_s(batch, now)),
         "tokens": tokens(batch),
+        "cost": batch_cost(batch, prices),
     }
 
 
-def batch_line(batch: Batch, now: datetime | None = None, width: int = 30) -> str:
+def batch_line(
+    batch: Batch, now: datetime | None = None, width: int = 30, prices: PriceTable | None = None
+) -> str:
     """A batch as one line under ``status_header(width)``."""
-    r = batch_row(batch, now)
+    r = batch_row(batch, now, prices)
     return (
         f"{r['batch']:<{width}}  {r['stage']:<15}  {r['attempt'] or '':>7}  "
         f"{'' if r['shard'] is None else r['shard']:>10}  {r['status']:<10}  "
         f"{r['done']:>6}  {r['failed']:>6}  {r['cancelled']:>9}  {r['pending']:>7}  "
-        f"{r['age']:>6}  {r['tokens']:>9,}"
+        f"{r['age']:>6}  {r['tokens']:>9,}  {money(r['cost']):>10}"
     )
 
 
@@ -127,13 +150,18 @@ def status_lines(
     summary = JobSummary(target.name, batches)
     lines = [f"{target.name} on {api}: {len(batches)} batch(es), {summary.state}"]
     if batches:
+        prices = load_prices(target.root, target.config)
         width = id_width(batches)
         lines.append("  " + status_header(width))
-        lines += ["  " + batch_line(batch, now, width) for batch in in_order(batches)]
+        lines += ["  " + batch_line(batch, now, width, prices) for batch in in_order(batches)]
+        total: float | None = 0.0
+        for batch in batches:
+            total = add(total, batch_cost(batch, prices))
         lines.append(
             f"  total: {summary.total('request')} requests: {summary.total('completed')} done, "
             f"{summary.total('failed')} failed, {summary.total('cancelled')} cancelled, "
-            f"{summary.total('pending')} pending; {summary.tokens:,} tokens"
+            f"{summary.total('pending')} pending; {summary.tokens:,} tokens, "
+            f"{money(total, prices.currency)} at batch prices"
         )
     path = target.output_path
     if path is None:

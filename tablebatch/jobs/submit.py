@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from tablebatch.api import Batch, BatchAPI, ConflictError
 from tablebatch.crash import crash_point
 from tablebatch.jobs.build import Sendable, render_shard
+from tablebatch.jobs.cost import Tokens
 from tablebatch.jobs.guard import stopping
 from tablebatch.jobs.kinds import Kind
 from tablebatch.jobs.naming import (
@@ -30,19 +31,15 @@ from tablebatch.jobs.naming import (
 from tablebatch.jobs.progress import Progress
 from tablebatch.jobs.result_cache import ResultCache
 from tablebatch.jobs.rows import (
+    COLLECTED,
     NOT_SENT,
-    REASON,
-    RESULT_SCHEMA,
     Reason,
     no_answer,
-    results_table,
 )
 from tablebatch.jobs.schema import JobConfig
 from tablebatch.jobs.spool import Spool
 from tablebatch.jobs.timing import Timings
 from tablebatch.jobs.watch import BatchWatcher, wait_for
-
-COLLECTED = RESULT_SCHEMA.append(REASON)  # a shard's results, as collected
 
 
 @dataclass(frozen=True)
@@ -93,6 +90,7 @@ class ShardOutcome:
     results: pa.Table
     sent: int = 0
     found: int = 0
+    paid: Tokens = field(default_factory=Tokens)  # the tokens of the requests sent now
 
 
 def existing_batches(client: BatchAPI, prefix: str) -> dict[str, Batch]:
@@ -158,7 +156,7 @@ def submit_shard(
 def _read(result: dict[str, Any], batch_id: str, out: dict[str, list[Any]]) -> None:
     """Append one raw result to the columns of ``out``."""
     answer = error = reason = None
-    prompt = completion = 0
+    prompt = completion = cached = written = 0
     response = result.get("response")
     if result.get("status") == "completed" and isinstance(response, dict):
         try:
@@ -168,6 +166,7 @@ def _read(result: dict[str, Any], batch_id: str, out: dict[str, list[Any]]) -> N
         usage = response.get("usage") or {}
         prompt = usage.get("prompt_tokens") or 0
         completion = usage.get("completion_tokens") or 0
+        cached, written = cache_tokens(usage)
         if not isinstance(answer, str):
             answer, error = None, "the response has no message content"
     else:
@@ -188,6 +187,22 @@ def _read(result: dict[str, Any], batch_id: str, out: dict[str, list[Any]]) -> N
     out["prompt_tokens"].append(prompt if isinstance(prompt, int) else 0)
     out["completion_tokens"].append(completion if isinstance(completion, int) else 0)
     out["reason"].append(reason)
+    out["cached_tokens"].append(cached)
+    out["cache_write_tokens"].append(written)
+
+
+def cache_tokens(usage: Any) -> tuple[int, int]:
+    """Of a chat completion's prompt tokens, those read from and written to the provider's
+    prompt cache: ``usage.prompt_tokens_details.cached_tokens`` (OpenAI, xAI; the Anthropic
+    dialect puts its cache reads there) and ``cache_write_tokens`` (Anthropic's writes)."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    if not isinstance(details, dict):
+        return 0, 0
+    read, written = details.get("cached_tokens"), details.get("cache_write_tokens")
+    return (
+        read if isinstance(read, int) and read > 0 else 0,
+        written if isinstance(written, int) and written > 0 else 0,
+    )
 
 
 def collect(
@@ -274,7 +289,7 @@ def send_shard(
         return ShardOutcome([], spool.put(stopped) if spool is not None else stopped)
     with run.timings.timed("build"):
         pieces, skipped = render_shard(shard.rows, run.config)
-    submitted: list[tuple[Batch, pa.ChunkedArray]] = []
+    submitted: list[tuple[Batch, pa.ChunkedArray, float]] = []
     sent = total = 0
     with run.timings.timed("submit"):
         for index, piece in enumerate(pieces):
@@ -283,13 +298,14 @@ def send_shard(
             )
             name = piece_name(shard.name, index)
             found, added = submit_shard(client, name, run.model, piece, description, shard.existing)
-            submitted.append((found, piece.ids))
+            submitted.append((found, piece.ids, added / max(len(piece), 1)))
             sent += added
             total += len(piece)
     del pieces
     batches: list[dict[str, Any]] = []
     tables: list[pa.Table] = []
-    for found, ids in submitted:
+    paid = Tokens()
+    for found, ids, share in submitted:
         with run.timings.timed("wait"):
             if shard.watcher is not None:
                 ended = shard.watcher.wait(found, on_progress)
@@ -302,6 +318,7 @@ def send_shard(
             status = pc.if_else(stopped, "cancelled", table["status"])
             table = table.set_column(table.schema.get_field_index("status"), "status", status)
         tables.append(table)
+        paid += Tokens.of(table).scaled(share)  # a batch an earlier run filled: not paid now
         batches.append(
             {
                 "id": ended.id,
@@ -319,9 +336,8 @@ def send_shard(
     results = pa.concat_tables(tables) if tables else _empty()
     if spool is not None:  # the texts go to disk; the run keeps what it decides with
         results = spool.put(results)
-    return ShardOutcome(batches, results, sent, total - sent)
+    return ShardOutcome(batches, results, sent, total - sent, paid)
 
 
 def _empty() -> pa.Table:
-    table = results_table()
-    return table.append_column(REASON, pa.nulls(0, pa.string()))
+    return COLLECTED.empty_table()

@@ -213,7 +213,12 @@ def test_results_come_back_as_chat_completions_under_the_ids_sent(tmp_path) -> N
     assert set(results) == {"ok", "bad", "stop", "late", "row 5"}
     answer = results["row 5"]["response"]
     assert answer["choices"][0]["message"]["content"] == "a:q:row 5"
-    assert answer["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    assert answer["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 2,
+        "total_tokens": 9,
+        "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+    }
     assert results["bad"]["error"] == {"type": "invalid_request_error", "message": "bad params"}
     assert results["stop"]["status"] == "cancelled"
     assert results["late"]["error"]["type"] == "expired"

@@ -114,7 +114,12 @@ def test_messages_come_back_as_chat_completions() -> None:
                 "finish_reason": "length",
             }
         ],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+        "usage": {
+            "prompt_tokens": 12,
+            "completion_tokens": 3,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 0},
+        },
     }
 
 

@@ -144,6 +144,8 @@ def test_join_does_not_depend_on_the_order_results_come_in() -> None:
         "attempts",
         "prompt_tokens",
         "completion_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
         "request_id",
         "shared_with",
         "label",

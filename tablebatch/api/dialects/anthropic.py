@@ -131,16 +131,20 @@ def messages_params(body: dict[str, Any], default_max_tokens: int) -> dict[str, 
     if not isinstance(body.get("model"), str) or not isinstance(messages, list) or not messages:
         raise ValueError("a chat body needs a model and at least one message")
     system: list[str] = []
+    marks: dict[int, Any] = {}  # system part -> its cache_control (prompt.cache)
     turns: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         where = f"messages[{index}]"
         if role in ("system", "developer"):
-            system.append(_text(message.get("content"), where))
+            content = message.get("content")
+            if isinstance(content, list) and any(_mark(p) for p in content):
+                marks[len(system)] = next(_mark(p) for p in content if _mark(p))
+            system.append(_text(content, where))
         elif role in ("user", "assistant"):
             content = message.get("content")
             if isinstance(content, list):
-                content = [{"type": "text", "text": _text([p], where)} for p in content]
+                content = [_block(_text([p], where), _mark(p)) for p in content]
             else:
                 content = _text(content, where)
             turns.append({"role": role, "content": content})
@@ -150,7 +154,9 @@ def messages_params(body: dict[str, Any], default_max_tokens: int) -> dict[str, 
         raise ValueError("Anthropic needs at least one user message besides the system prompt")
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or default_max_tokens
     params: dict[str, Any] = {"model": body["model"], "max_tokens": int(max_tokens)}
-    if system:
+    if system and marks:  # text blocks, so that the prefix's end carries its mark
+        params["system"] = [_block(text, marks.get(i)) for i, text in enumerate(system)]
+    elif system:
         params["system"] = "\n\n".join(system)
     params["messages"] = turns
     for key, value in body.items():
@@ -168,6 +174,16 @@ def messages_params(body: dict[str, Any], default_max_tokens: int) -> dict[str, 
                 f"{key!r} is not a parameter of Anthropic's Messages API; remove it from params"
             )
     return params
+
+
+def _mark(part: Any) -> Any:
+    """A content part's ``cache_control`` (the job's prompt-cache mark), if it has one."""
+    return part.get("cache_control") if isinstance(part, dict) else None
+
+
+def _block(text: str, mark: Any = None) -> dict[str, Any]:
+    """A text block, with its ``cache_control`` when it has one."""
+    return {"type": "text", "text": text, **({"cache_control": mark} if mark else {})}
 
 
 def output_config(response_format: Any) -> dict[str, Any]:
@@ -196,6 +212,10 @@ def chat_completion(message: dict[str, Any]) -> dict[str, Any]:
         for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
     answer = int(usage.get("output_tokens") or 0)
+    details = {  # the cache's share of the prompt, as OpenAI's usage says it (and the writes)
+        "cached_tokens": int(usage.get("cache_read_input_tokens") or 0),
+        "cache_write_tokens": int(usage.get("cache_creation_input_tokens") or 0),
+    }
     stop = message.get("stop_reason")
     return {
         "id": message.get("id"),
@@ -212,6 +232,7 @@ def chat_completion(message: dict[str, Any]) -> dict[str, Any]:
             "prompt_tokens": prompt,
             "completion_tokens": answer,
             "total_tokens": prompt + answer,
+            "prompt_tokens_details": details,
         },
     }
 
