@@ -35,6 +35,12 @@ class JobOverrides(BaseModel):
         None, gt=0, description="Seconds to wait for a batch (batch.max_wait_s)."
     )
     scoring: Scoring | None = Field(None, description="Evaluation: how answers are scored.")
+    max_cost: float | None = Field(
+        None,
+        ge=0,
+        description="The most this run may spend, in USD at batch prices (budget.max_cost): "
+        "refused before sending when its estimate is over, stopped before a shard would pass it.",
+    )
 
     def updates(self) -> dict[str, Any]:
         """The overrides as dotted config keys."""
@@ -46,6 +52,7 @@ class JobOverrides(BaseModel):
             "max_attempts": "batch.max_attempts",
             "max_wait_s": "batch.max_wait_s",
             "scoring": "scoring",
+            "max_cost": "budget.max_cost",
         }
         return {keys[k]: v for k, v in self.model_dump(exclude_none=True).items()}
 

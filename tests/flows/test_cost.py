@@ -226,3 +226,14 @@ def test_anthropic_requests_mark_their_static_prefix_for_the_prompt_cache(projec
     report = batch_job(str(config))  # the local server takes the marks (and caches nothing)
     assert report["rows_by_status"] == {"completed": 5}
     assert report["cost"]["cache_write_tokens"] == 0
+
+
+def test_the_ui_form_shows_the_cap() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.params import JobOverrides
+
+    schema = parameter_schema(batch_job).model_dump()
+    field = schema["definitions"]["JobOverrides"]["properties"]["max_cost"]
+    assert "budget.max_cost" in field["description"]
+    assert JobOverrides(max_cost=0.5).updates() == {"budget.max_cost": 0.5}
