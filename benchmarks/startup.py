@@ -13,9 +13,13 @@ the process prints is stamped as it arrives, which splits a run into phases:
   events and logs, stopping the temporary API).
 
 with the wall time and CPU seconds (user+sys of the process and every process below
-it, one it left running to stop alone included, to that one's end). Each
+it, one it left running to stop alone included, to that one's end; and what the
+temporary Prefect API kept from an earlier run spent while the run lived). Each
 tree is measured in a copy of itself, on its own Prefect home, ``--runs`` times (the
-median is shown). ``--before REF`` measures the commit REF the same way, beside the
+median is shown). The working tree is measured twice: as a run finds it within
+``TABLEBATCH_PREFECT_API_IDLE_S`` of the last (the temporary API kept, "now"), and with
+the API stopping with each run (``TABLEBATCH_PREFECT_API_IDLE_S=0``, "now, idle 0": the
+first run of a session). ``--before REF`` measures the commit REF the same way, beside the
 working tree. ``--scale N`` also runs N rows end to end, ``tablebatch run`` against the
 bare program (``benchmarks/floor.py``) on one Batch API server, with no Prefect server
 started beforehand (see ``benchmarks/job_scale.py``, which starts one).
@@ -29,8 +33,10 @@ Run it from the repository root, one benchmark at a time::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -104,8 +110,34 @@ def supports(tree: Path, flag: str) -> bool:
     return flag in help_text
 
 
+KEPT_STATE = "tablebatch-prefect-api.json"  # flows/prefect_api.py: the kept API's pid
+
+
+def kept_pid(home: Path) -> int | None:
+    """The pid of the temporary Prefect API kept in ``home`` (None: none is running)."""
+    try:
+        pid = int(json.loads((home / KEPT_STATE).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if _running(pid) else None
+
+
+def stop_kept(home: Path) -> None:
+    """Stop the temporary Prefect API kept in ``home`` and wait for its end."""
+    pid = kept_pid(home)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def run_once(tree: Path, env: dict[str, str], extra: list[str]) -> Run:
     """``python -m flows.cli run CONFIG`` in ``tree``, its lines stamped as they arrive."""
+    home = Path(env["PREFECT_HOME"])
+    kept_before = kept_pid(home)
+    kept_cpu_before = _cpu_s(kept_before) if kept_before else 0.0
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "run", CONFIG, *extra],
@@ -140,15 +172,22 @@ def run_once(tree: Path, env: dict[str, str], extra: list[str]) -> Run:
     run.returncode = process.returncode
     run.wall_s = time.perf_counter() - started
     reader.join(5)
+    kept = kept_pid(home)  # the API kept for the next run: its CPU while this one lived
+    if kept is not None:
+        if kept == kept_before:
+            run.cpu_s += max(0.0, _cpu_s(kept) - kept_cpu_before)
+        else:  # this run started it: it was below it
+            seen[kept] = max(seen.get(kept, 0.0), _cpu_s(kept))
     # a process the run did not wait for (a server it left to stop alone): to its end
-    left, deadline = {pid for pid in seen if _running(pid)}, time.monotonic() + 20
+    left = {pid for pid in seen if _running(pid) and pid != kept}
+    deadline = time.monotonic() + 20
     while left and time.monotonic() < deadline:
         for pid in list(left):
             seen[pid] = max(seen[pid], _cpu_s(pid))
             if not _running(pid):
                 left.discard(pid)
         time.sleep(0.05)
-    run.cpu_s = sum(seen.values())  # polled every 50 ms: each process's last moments are lost
+    run.cpu_s += sum(seen.values())  # polled every 50 ms: each process's last moments are lost
     return run
 
 
@@ -190,11 +229,15 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def measure(tree: Path, home: Path, runs: int) -> tuple[list[Run], list[Run]]:
+def measure(
+    tree: Path, home: Path, runs: int, idle: str | None = None
+) -> tuple[list[Run], list[Run]]:
     """Sample runs (sending) and re-runs (sending nothing) of ``tree``, after one run that
-    makes its Prefect home's database (not counted)."""
+    makes its Prefect home's database (not counted); ``idle``: its
+    TABLEBATCH_PREFECT_API_IDLE_S (None: as the environment says)."""
     env = {
         **os.environ,
+        **({"TABLEBATCH_PREFECT_API_IDLE_S": idle} if idle is not None else {}),
         "PYTHONPATH": str(tree),
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -245,18 +288,20 @@ def print_table(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
     print(f"  ({runs} run(s) each; load average {os.getloadavg()[0]:.1f} at the end)")
 
 
-def scale(rows: int, trees: dict[str, tuple[Path, Path]], work: Path) -> None:
+def scale(rows: int, trees: dict[str, tuple[Path, Path, str | None]], work: Path) -> None:
     """N rows end to end, wall clock: the floor, then each tree's ``tablebatch run`` with
-    no Prefect server started beforehand (a temporary one, on its warm Prefect home)."""
+    no Prefect server started beforehand (a temporary one, on its warm Prefect home: the
+    one kept from the sample runs for "now", a new one for "now, idle 0")."""
     sys.path.insert(0, str(HERE))
     import job_scale
 
     data = job_scale.dataset(rows)
     print()
     print(f"  {rows} rows end to end (process wall clock, no Prefect server beforehand)")
-    for label, (tree, home) in trees.items():
+    for label, (tree, home, idle) in trees.items():
         env = {
             **os.environ,
+            **({"TABLEBATCH_PREFECT_API_IDLE_S": idle} if idle is not None else {}),
             "PYTHONPATH": str(tree),
             "PREFECT_HOME": str(home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -264,7 +309,7 @@ def scale(rows: int, trees: dict[str, tuple[Path, Path]], work: Path) -> None:
         }
         for key in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
             env.pop(key, None)
-        here = work / f"scale-{label}"
+        here = work / f"scale-{label.replace(', ', '-').replace(' ', '-')}"
         here.mkdir(parents=True)
         server, log = job_scale.start_batch_server(here / "server.db")
         try:
@@ -275,7 +320,7 @@ def scale(rows: int, trees: dict[str, tuple[Path, Path]], work: Path) -> None:
         finally:
             job_scale.stop(server)
         print(
-            f"  {label:<7} floor {floor.wall_s:6.2f} s (CPU {floor.cpu_s:6.2f} s)   tablebatch "
+            f"  {label:<11} floor {floor.wall_s:6.2f} s (CPU {floor.cpu_s:6.2f} s)   tablebatch "
             f"{job.wall_s:6.2f} s (CPU {job.cpu_s:6.2f} s)   {job.wall_s / floor.wall_s:.2f}x "
             "the floor",
             flush=True,
@@ -293,13 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tablebatch-startup-"))
     try:
         results: dict[str, tuple[list[Run], list[Run]]] = {}
-        trees: dict[str, tuple[Path, Path]] = {}
-        refs = [("before", args.before)] if args.before else []
-        for label, ref in [*refs, ("now", None)]:
-            tree = copy_tree(ref, work / label)
-            trees[label] = (tree, work / f"prefect-{label}")
+        trees: dict[str, tuple[Path, Path, str | None]] = {}
+        refs = [("before", args.before, None)] if args.before else []
+        now = [("now", None, None), ("now, idle 0", None, "0")]
+        for label, ref, idle in [*refs, *now]:
+            tree = work / "now" if label.startswith("now") else work / label
+            if not tree.exists():
+                copy_tree(ref, tree)
+            home = work / f"prefect-{label.replace(', ', '-').replace(' ', '-')}"
+            trees[label] = (tree, home, idle)
             print(f"{label}: {ref or 'the working tree'} in {tree}", flush=True)
-            results[label] = measure(tree, trees[label][1], args.runs)
+            results[label] = measure(tree, home, args.runs, idle)
             if args.show:
                 for run in results[label][0][:1] + results[label][1][:1]:
                     print("\n".join(run.output) + "\n")
@@ -307,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.scale:
             scale(args.scale, trees, work)
     finally:
+        for _, home, _ in trees.values():
+            stop_kept(home)  # a kept temporary API outlives its runs: not this benchmark
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

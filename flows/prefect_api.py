@@ -1,4 +1,5 @@
-"""A temporary Prefect API for a run when none is configured, started in parallel.
+"""A temporary Prefect API for a run when none is configured, started in parallel, and
+kept for the next run a while.
 
 Without ``PREFECT_API_URL`` (in the environment, a profile, ``prefect.toml``...),
 Prefect 3 starts its own temporary server (``SubprocessASGIServer``) the first time
@@ -16,27 +17,50 @@ Prefect's own temporary server.
 The server decides itself whether it is needed: it reads Prefect's settings (as
 Prefect would in the run) and exits at once when an API is configured. It sits in its
 own session, so a terminal's Ctrl-C reaches the run alone and the run can still tell
-Prefect how it ended; it exits when the run does, however the run ends.
+Prefect how it ended.
+
+Kept for the next run (``TABLEBATCH_PREFECT_API_IDLE_S``, default 600; 0: it stops
+with its run): like a build tool's daemon, the server outlives its run and exits on its
+own once no run has used it for that long. It is found through a file in
+``$PREFECT_HOME`` (``tablebatch-prefect-api.json``: pid, URL and a random token, mode
+0600), so a run with another ``PREFECT_HOME`` never finds it; a run uses it only when
+that file is the user's own and the server at that URL answers with its token, its
+home, database and Prefect version (a stale file, a reused port, a copied home: a new
+server). A run that uses it pings it while it lives, so it never idles out under a run
+that waits hours for a batch. ``python -m flows.prefect_api stop`` stops it.
 
 Run as ``python -m flows.prefect_api FD`` (FD: a listening socket it inherits).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import IO
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
 
 READY_TIMEOUT_S = 180.0  # a first start migrates a new database: up to a minute on 2 busy cores
 STOP_TIMEOUT_S = 10.0  # a server whose run is gone: its shutdown, at most
 FLUSH_TIMEOUT_S = 5.0  # the run's events and logs, sent before it stops the server
+IDLE_ENV = "TABLEBATCH_PREFECT_API_IDLE_S"
+IDLE_DEFAULT_S = 600.0
+STATE_FILE = "tablebatch-prefect-api.json"  # in $PREFECT_HOME: the kept server's pid, URL, token
+LOCK_FILE = "tablebatch-prefect-api.lock"  # finding or claiming it, one process at a time
+LOG_FILE = "tablebatch-prefect-api.log"  # what the kept server says once its run has gone
+IDENTITY_PATH = "/tablebatch-prefect-api"  # answers the token, home, database and version
 CONFIGURED = "configured"
 SERVING = "serving"
+FOUND = "found"
 SERVER_ENV = {  # what Prefect's SubprocessASGIServer sets for its temporary server
     "PREFECT_UI_ENABLED": "0",
     "PREFECT__SERVER_EPHEMERAL": "1",
@@ -50,20 +74,44 @@ class PrefectApiError(RuntimeError):
     """The temporary Prefect API did not start; the message says why and what to do."""
 
 
-class TemporaryPrefectApi:
-    """Prefect's API server for one run, started before Prefect is imported here.
+def idle_seconds(environ: dict[str, str] | os._Environ[str] = os.environ) -> float:
+    """How long a temporary API waits for the next run (``TABLEBATCH_PREFECT_API_IDLE_S``);
+    0 stops it with its run. A value that is not seconds is an error saying what to set."""
+    text = environ.get(IDLE_ENV, "").strip()
+    if not text:
+        return IDLE_DEFAULT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(
+            f"{IDLE_ENV}={text!r}: give the seconds the temporary Prefect API waits for the "
+            f"next run (e.g. {IDLE_DEFAULT_S:.0f}), or 0 to stop it with each run"
+        )
+    return value
 
-    ``start()`` spawns it (costs ~10 ms here); ``needed()`` says whether no API is
-    configured (then ``url`` is the temporary one, already in ``os.environ``); ``wait()``
-    blocks until it answers; ``stop()`` ends it once the run's events and logs are sent.
+
+class TemporaryPrefectApi:
+    """Prefect's API server for a run, started (or found) before Prefect is imported here.
+
+    ``start()`` spawns the process that finds a kept server or becomes one (costs ~10 ms
+    here); ``needed()`` says whether no API is configured (then ``url`` is the temporary
+    one, already in ``os.environ``); ``wait()`` blocks until it answers; ``stop()`` sends
+    the run's events and logs, then ends the server unless it is kept for the next run.
     """
 
     def __init__(self) -> None:
         self.url: str | None = None
+        self.found = False  # a server an earlier run left, not this run's own
+        self._own_url: str | None = None
         self._process: subprocess.Popen[str] | None = None
         self._answer: str | None = None
         self._answered = threading.Event()
         self._tail: list[str] = []
+        self._log: Path | None = None
+        self._idle_s = 0.0
+        self._done = threading.Event()
 
     def start(self) -> None:
         """Spawn the server on a free port of 127.0.0.1 (its socket is bound here, so no
@@ -72,6 +120,7 @@ class TemporaryPrefectApi:
             self._answer = CONFIGURED  # the environment names an API: nothing to start
             self._answered.set()
             return
+        self._idle_s = idle_seconds()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -90,7 +139,7 @@ class TemporaryPrefectApi:
             )
         finally:
             sock.close()  # the child holds it now
-        self.url = f"http://127.0.0.1:{port}/api"
+        self._own_url = f"http://127.0.0.1:{port}/api"
         assert self._process.stdout is not None
         threading.Thread(
             target=self._read, args=(self._process.stdout,), name="prefect-api-log", daemon=True
@@ -98,8 +147,13 @@ class TemporaryPrefectApi:
 
     def _read(self, stream: IO[str]) -> None:
         for line in stream:
-            if self._answer is None and line.strip() in (CONFIGURED, SERVING):
-                self._answer = line.strip()
+            word, _, rest = line.strip().partition(" ")
+            if self._answer is None and word in (CONFIGURED, SERVING, FOUND):
+                self._answer = word
+                if word == FOUND:
+                    self.url = rest
+                elif word == SERVING and rest:
+                    self._log = Path(rest)  # a kept server says the rest there
                 self._answered.set()
             else:
                 self._tail = [*self._tail[-30:], line]
@@ -114,22 +168,42 @@ class TemporaryPrefectApi:
         if self._answer == CONFIGURED:
             self.stop()
             return False
-        if self._answer != SERVING:
+        if self._answer not in (SERVING, FOUND):
             self.stop()
             self._fail("did not start")
+        self.found = self._answer == FOUND
+        if not self.found:
+            self.url = self._own_url
         assert self.url is not None
         os.environ["PREFECT_API_URL"] = self.url
+        if self._idle_s:  # a kept server: never idle while this run lives
+            threading.Thread(target=self._keep_alive, name="prefect-api-ping", daemon=True).start()
         return True
+
+    def _keep_alive(self) -> None:
+        import httpx
+
+        every = max(0.5, min(self._idle_s / 3, 60.0))
+        with httpx.Client(timeout=10.0, trust_env=False) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get(f"{self.url}/health")
+                if self._done.wait(every):
+                    return
 
     def wait(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Block until the server answers its health check."""
         import httpx
 
-        assert self._process is not None and self.url is not None
+        assert self.url is not None
         deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=2.0, trust_env=False) as client:
             while time.monotonic() < deadline:
-                if self._process.poll() is not None:
+                if (
+                    not self.found
+                    and self._process is not None
+                    and self._process.poll() is not None
+                ):
                     self._fail(f"exited with code {self._process.returncode}")
                 try:
                     if client.get(f"{self.url}/health").status_code == 200:
@@ -141,7 +215,10 @@ class TemporaryPrefectApi:
         self._fail(f"did not answer within {timeout_s:.0f} s")
 
     def _fail(self, what: str) -> None:
-        tail = "".join(self._tail[-15:]).rstrip()
+        lines = self._tail
+        if self._log is not None and self._log.exists():
+            lines = self._log.read_text(errors="replace").splitlines(keepends=True)
+        tail = "".join(lines[-15:]).rstrip()
         raise PrefectApiError(
             f"the temporary Prefect API {what}"
             + (f":\n{tail}\n" if tail else "; ")
@@ -150,14 +227,18 @@ class TemporaryPrefectApi:
         )
 
     def stop(self) -> None:
-        """Send the run's remaining events and logs, then ask the server to stop. The run
-        does not wait for it: it finishes its shutdown alone (its services write what
-        they hold), and it ends itself if the run is gone first."""
+        """Send the run's remaining events and logs, then ask the server to stop, unless
+        it is kept for the next run. The run does not wait for it: it finishes its
+        shutdown alone (its services write what they hold), and it ends itself if the
+        run is gone first."""
+        self._done.set()
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None and "prefect" in sys.modules:
+        if "prefect" in sys.modules and (self.found or process.poll() is None):
             _flush_prefect()
+        if self._answer in (SERVING, FOUND) and self._idle_s:
+            return  # kept: it exits once no run has used it for TABLEBATCH_PREFECT_API_IDLE_S
         if process.poll() is None:
             process.terminate()
 
@@ -184,17 +265,230 @@ def _watch_parent(parent: int) -> None:
     os._exit(0)
 
 
+# --- the kept server: its file, its identity, its idle time -----------------------------
+
+
+def _identity(settings: Any) -> dict[str, str]:
+    """What a run compares before it uses a kept server: the same home, database and
+    Prefect version as its own settings give (the token is the file's)."""
+    from importlib.metadata import version
+
+    database = settings.server.database.connection_url
+    return {
+        "home": str(Path(settings.home).expanduser().resolve()),
+        "database": database.get_secret_value() if database is not None else "",
+        "prefect": version("prefect"),
+    }
+
+
+@contextlib.contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """One process at a time finds, claims or gives up the home's kept server."""
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read_state(home: Path) -> dict[str, Any] | None:
+    """The home's state file when it is this user's own and private, else None."""
+    path = home / STATE_FILE
+    try:
+        info = path.lstat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077 or not path.is_file():
+            return None
+        state = json.loads(path.read_text())
+        int(state["pid"]), str(state["url"]), str(state["token"])
+        return state if isinstance(state, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _alive(state: dict[str, Any] | None) -> bool:
+    if state is None:
+        return False
+    try:
+        os.kill(int(state["pid"]), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def find_kept(home: Path, identity: dict[str, str], timeout_s: float = 60.0) -> str | None:
+    """The URL of the home's kept server when it is alive and answers as this home's own,
+    else None (call it holding the home's lock). Its answer counts as a use, so it does
+    not idle out before the run's first call."""
+    import httpx
+
+    state = _read_state(home)
+    if not _alive(state):
+        return None
+    assert state is not None
+    url = str(state["url"])
+    if not url.startswith("http://127.0.0.1:"):
+        return None
+    try:  # a server still starting answers once it serves
+        answer = httpx.get(
+            url.removesuffix("/api") + IDENTITY_PATH, timeout=timeout_s, trust_env=False
+        )
+        got = answer.json() if answer.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(got, dict) or not secrets.compare_digest(
+        str(got.get("token", "")), str(state["token"])
+    ):
+        return None
+    return url if {k: got.get(k) for k in identity} == identity else None
+
+
+def _write_state(home: Path, state: dict[str, Any]) -> None:
+    """The state file, private to the user, replaced whole."""
+    temporary = home / f".{STATE_FILE}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f)
+    os.replace(temporary, home / STATE_FILE)
+
+
+def _forget(home: Path, token: str) -> None:
+    """Remove the state file if it is still this server's (hold the home's lock)."""
+    state = _read_state(home)
+    if state is not None and state.get("token") == token:
+        with contextlib.suppress(OSError):
+            (home / STATE_FILE).unlink()
+
+
+class IdleWatch:
+    """ASGI middleware: answers the identity path, counts the calls in flight (an open
+    websocket is one), and says when none came for ``idle_s``."""
+
+    def __init__(self, app: Any, identity: dict[str, str], token: str, idle_s: float) -> None:
+        self.app = app
+        self.answer = json.dumps({**identity, "token": token}).encode()
+        self.idle_s = idle_s
+        self.lock = threading.Lock()
+        self.active = 0
+        self.last = time.monotonic()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        with self.lock:
+            self.active += 1
+            self.last = time.monotonic()
+        try:
+            if scope["type"] == "http" and scope["path"] == IDENTITY_PATH:
+                headers = [(b"content-type", b"application/json")]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": self.answer})
+                return
+            await self.app(scope, receive, send)
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.last = time.monotonic()
+
+    def idle(self, now: float | None = None) -> bool:
+        """Whether no call is in flight and none came for ``idle_s``."""
+        with self.lock:
+            now = time.monotonic() if now is None else now
+            return self.active == 0 and now - self.last >= self.idle_s
+
+
+def _watch_idle(watch: IdleWatch, server: Any, home: Path, token: str) -> None:
+    """Stop the kept server once it is idle, giving up its file first (under the home's
+    lock, so a run finding it either used it just now or finds none)."""
+    while not server.started and not server.should_exit:  # idle from when it serves
+        time.sleep(0.05)
+    with watch.lock:
+        watch.last = time.monotonic()
+    while not server.should_exit:
+        time.sleep(min(1.0, watch.idle_s / 4))
+        if not watch.idle():
+            continue
+        with _locked(home):
+            if watch.idle():  # a run that found it meanwhile has just used it
+                _forget(home, token)
+                server.should_exit = True
+
+
+def _serve_kept(sock: socket.socket, settings: Any, idle_s: float) -> int:
+    """Find the home's kept server (print ``found URL``), or become it: claim the state
+    file, say where it logs, and serve until idle."""
+    home = Path(settings.home).expanduser().resolve()
+    identity = _identity(settings)
+    with _locked(home):
+        url = find_kept(home, identity)
+        if url is not None:
+            print(f"{FOUND} {url}", flush=True)
+            return 0
+        token = secrets.token_hex(16)
+        port = sock.getsockname()[1]
+        _write_state(
+            home, {"pid": os.getpid(), "url": f"http://127.0.0.1:{port}/api", "token": token}
+        )
+    try:
+        log = home / LOG_FILE
+        print(f"{SERVING} {log}", flush=True)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)  # the run reads no more from here: it may be gone long before this
+        os.dup2(fd, 2)
+        os.close(fd)
+        import uvicorn
+        from prefect.server.api.server import create_app
+
+        watch = IdleWatch(create_app(), identity, token, idle_s)
+        config = uvicorn.Config(watch, log_level="error", lifespan="on")
+        server = uvicorn.Server(config)
+        threading.Thread(target=_watch_idle, args=(watch, server, home, token), daemon=True).start()
+        # uvicorn stops on SIGTERM, then raises it again: then an exit that gives up the file
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        server.run(sockets=[sock])
+    finally:
+        with _locked(home):
+            _forget(home, token)
+    return 0
+
+
+def stop_kept(home: Path) -> int | None:
+    """Stop the home's kept server (SIGTERM: it finishes its work); its pid, or None."""
+    with _locked(home):
+        state = _read_state(home)
+        if not _alive(state):
+            return None
+        assert state is not None
+        pid = int(state["pid"])
+        os.kill(pid, signal.SIGTERM)
+        return pid
+
+
 def main(argv: list[str]) -> int:
     """The server process: exit when Prefect's settings name an API (or forbid a temporary
     one, ``PREFECT_SERVER_EPHEMERAL_ENABLED=false``: Prefect then says what to set), else
-    serve on FD."""
-    fd = int(argv[0])
+    find the kept server or serve on FD. ``stop``: stop this home's kept server."""
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
+    if argv[:1] == ["stop"]:
+        home = Path(settings.home).expanduser().resolve()
+        pid = stop_kept(home)
+        print(
+            f"stopped the temporary Prefect API of {home} (pid {pid})"
+            if pid
+            else f"no temporary Prefect API is kept for {home}"
+        )
+        return 0
+    fd = int(argv[0])
     if settings.api.url or not settings.server.ephemeral.enabled:
         print(CONFIGURED, flush=True)  # an API, or no temporary one wanted: Prefect's call
         return 0
+    sock = socket.socket(fileno=fd)
+    idle_s = idle_seconds()
+    if idle_s:
+        return _serve_kept(sock, settings, idle_s)
     parent = os.getppid()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     print(SERVING, flush=True)
@@ -202,7 +496,7 @@ def main(argv: list[str]) -> int:
     from prefect.server.api.server import create_app
 
     config = uvicorn.Config(create_app(), log_level="error", lifespan="on")
-    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

@@ -15,6 +15,8 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tablebatch-prefect-"))
+# a run's temporary Prefect API stops with it (tests/flows/test_prefect_api.py keeps one)
+os.environ.setdefault("TABLEBATCH_PREFECT_API_IDLE_S", "0")
 
 from tablebatch.server import RunningServer, ServerSettings, serve_in_thread
 

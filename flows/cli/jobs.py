@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import gc
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +18,47 @@ from flows.cli.common import error, no_tracebacks_for, quiet_prefect, summary
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a job through the Prefect flow; 0 when it completed (failed rows are data)."""
-    from flows.prefect_api import TemporaryPrefectApi
+    from flows.prefect_api import TemporaryPrefectApi, idle_seconds
 
+    try:
+        idle_seconds()
+    except ValueError as exc:
+        error(exc)
+        return 2
     quiet_prefect()
+    atexit.register(gc.freeze)  # runs last: the interpreter's exit need not walk every object
+    gc.disable()  # until the imports are done: they make objects by the million, few garbage
     api = TemporaryPrefectApi()
     api.start()  # boots on the other core while the config and the table are checked
     try:
         return _run(args, api)
     finally:
         api.stop()
+        gc.enable()
+
+
+def _warm_charts() -> threading.Thread:
+    """Start the report's chart engine (vl-convert's JavaScript engine: ~0.6 s the first
+    time) on the other core while Prefect starts; it releases the GIL meanwhile."""
+
+    def warm() -> None:
+        try:
+            import vl_convert
+
+            vl_convert.vegalite_to_svg({"mark": "point", "data": {"values": [{}]}})
+        except Exception:  # the report draws its charts anyway (and says if it cannot)
+            pass
+
+    thread = threading.Thread(target=warm, name="tablebatch-warm-charts", daemon=True)
+    thread.start()
+    return thread
 
 
 def _run(args: argparse.Namespace, api: Any) -> int:
     from flows.cli.display import filter_console, progress_display
     from flows.prefect_api import PrefectApiError
     from tablebatch.api import BatchApiError
+    from tablebatch.jobs.config import output_path, project_root
     from tablebatch.jobs.errors import BudgetRefused, JobAborted, JobCancelled, JobError
     from tablebatch.jobs.preflight import preflight
 
@@ -42,6 +72,7 @@ def _run(args: argparse.Namespace, api: Any) -> int:
         return 2
     name, rows, path = checked.config.name, checked.table.num_rows, checked.path
     local = checked.config.api is None or checked.config.api.is_local
+    html = "://" not in output_path(checked.config, project_root(config_path))  # its charts
     del checked  # the flow reads the table again: not two copies of it in memory
     import pyarrow as pa
 
@@ -54,6 +85,7 @@ def _run(args: argparse.Namespace, api: Any) -> int:
     except PrefectApiError as exc:
         error(exc)
         return 1
+    charts = _warm_charts() if html else None
     if display is not None:
         display.start(
             "starting Prefect (a temporary API; PREFECT_API_URL names a server)"
@@ -69,7 +101,10 @@ def _run(args: argparse.Namespace, api: Any) -> int:
             import tablebatch.server  # noqa: F401
         if temporary:
             api.wait()
-        report = batch_job(config=str(config_path), settings=args.set)
+        gc.freeze()  # what the imports made lives to the end: later collections skip it
+        gc.enable()
+        with _no_heartbeats() if temporary else contextlib.nullcontext():
+            report = batch_job(config=str(config_path), settings=args.set)
     except PrefectApiError as exc:
         error(exc)
         return 1
@@ -89,6 +124,8 @@ def _run(args: argparse.Namespace, api: Any) -> int:
         return 1
     finally:
         _stop(display)
+        if charts is not None:
+            charts.join(5.0)  # not left in the JavaScript engine while the interpreter exits
     print(summary(report))
     cancelled = report["rows_by_status"].get("cancelled", 0)
     if cancelled:
@@ -98,6 +135,15 @@ def _run(args: argparse.Namespace, api: Any) -> int:
         )
         return 1
     return 0
+
+
+def _no_heartbeats() -> Any:
+    """Prefect's flow heartbeats off for a run on the temporary API: they let a server's
+    automation mark a vanished run Crashed, which the temporary API has none of, and the
+    flow's end waits for the heartbeat thread's next 1 s tick (0.5 s a run, on average)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _stop(display: Any) -> None:
