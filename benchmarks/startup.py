@@ -14,7 +14,7 @@ the process prints is stamped as it arrives, which splits a run into phases:
 
 with the wall time and CPU seconds (user+sys of the process and every process below
 it, one it left running to stop alone included, to that one's end; and what the
-temporary Prefect API kept from an earlier run spent while the run lived). Each
+temporary Prefect API kept from an earlier run spent for it, to 2 s after its end). Each
 tree is measured in a copy of itself, on its own Prefect home, ``--runs`` times (the
 median is shown). The working tree is measured twice: as a run finds it within
 ``TABLEBATCH_PREFECT_API_IDLE_S`` of the last (the temporary API kept, "now"), and with
@@ -111,6 +111,7 @@ def supports(tree: Path, flag: str) -> bool:
 
 
 KEPT_STATE = "tablebatch-prefect-api.json"  # flows/prefect_api.py: the kept API's pid
+KEPT_SETTLE_S = 2.0
 
 
 def kept_pid(home: Path) -> int | None:
@@ -172,8 +173,9 @@ def run_once(tree: Path, env: dict[str, str], extra: list[str]) -> Run:
     run.returncode = process.returncode
     run.wall_s = time.perf_counter() - started
     reader.join(5)
-    kept = kept_pid(home)  # the API kept for the next run: its CPU while this one lived
+    kept = kept_pid(home)  # the API kept for the next run: its CPU for this run
     if kept is not None:
+        time.sleep(KEPT_SETTLE_S)  # it records what the run sent a moment after its end
         if kept == kept_before:
             run.cpu_s += max(0.0, _cpu_s(kept) - kept_cpu_before)
         else:  # this run started it: it was below it
