@@ -42,16 +42,19 @@ def _format(path: str) -> str:
     return suffix
 
 
+def _opener(path: str) -> Callable[[], Any]:
+    """A function that opens ``path`` for reading anew each time (a context manager)."""
+    if "://" in path:
+        import fsspec
+
+        return lambda: fsspec.open(path, "rb")
+    return lambda: pa.OSFile(path, "r")  # Arrow's own file: read without the GIL
+
+
 def _read_one(path: str, string_columns: list[str]) -> pa.Table:
     suffix = _format(path)
     try:
-        if "://" in path:
-            import fsspec
-
-            with fsspec.open(path, "rb") as handle:
-                return _read_stream(handle, suffix, path, string_columns)
-        with open(path, "rb") as handle:
-            return _read_stream(handle, suffix, path, string_columns)
+        return _read_stream(_opener(path), suffix, path, string_columns)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; check input.path") from None
     except DataError:
@@ -71,22 +74,26 @@ def _read_one(path: str, string_columns: list[str]) -> pa.Table:
         raise DataError(f"{path}: not a readable {kind} file: {text}.{hint}") from None
 
 
-def _read_stream(handle: object, suffix: str, path: str, string_columns: list[str]) -> pa.Table:
+def _read_stream(
+    opener: Callable[[], Any], suffix: str, path: str, string_columns: list[str]
+) -> pa.Table:
     if suffix == ".parquet":  # a row group at a time: half the peak memory of one read
-        parquet = pq.ParquetFile(handle)
-        if parquet.num_row_groups < 2:
-            return parquet.read()
-        groups = [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
+        with opener() as handle:
+            parquet = pq.ParquetFile(handle)
+            if parquet.num_row_groups < 2:
+                return parquet.read()
+            groups = [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
         pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
         return pa.concat_tables(groups)
     header: list[str] = []
-    if string_columns:  # the names alone, read in this thread and closed before the real read
+    if string_columns:  # the names alone, from a handle of their own: the streaming reader
+        # reads ahead in the background, and a read sharing its handle got torn rows
         probe = pacsv.ReadOptions(use_threads=False)
-        with pacsv.open_csv(handle, read_options=probe) as reader:
+        with opener() as handle, pacsv.open_csv(handle, read_options=probe) as reader:
             header = reader.schema.names
-    handle.seek(0)  # type: ignore[attr-defined]
     types = {c: pa.string() for c in string_columns if c in header}
-    table = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=types))
+    with opener() as handle:
+        table = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=types))
     binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
     if binary:  # Arrow reads text that is not UTF-8 as bytes
         raise DataError(
