@@ -418,21 +418,30 @@ def plan_requests(
     keep = pc.indices_nonzero(pc.invert(empty))
     if not by_content:
         return Plan(model, row_ids, Rows(columns.take(keep), row_ids.take(keep), renderer), skipped)
-    custom_ids: list[str] = row_ids.to_pylist()
-    first: dict[str, int] = {}  # request id -> the row that carries it
-    kept = keep.to_pylist()
-    for start in range(0, len(kept), BUILD_CHUNK):
-        rows = kept[start : start + BUILD_CHUNK]
-        found, reasons = renderer.identify(columns.take(pa.array(rows, pa.int64())))
-        for row, request, why in zip(rows, found, reasons, strict=True):
-            if request is None:
-                skipped[custom_ids[row]] = why or "the request cannot be rendered"
-                continue
-            custom_ids[row] = request
-            first.setdefault(request, row)
-    carriers = pa.array(list(first.values()), pa.int64())
-    rows = Rows(columns.take(carriers), pa.array(list(first), pa.string()), renderer)
-    return Plan(model, pa.array(custom_ids, pa.string()), rows, skipped)
+    # a chunk of rows at a time, into Arrow: no Python object per row outlives its chunk
+    found: list[pa.Array] = []
+    for start in range(0, len(keep), BUILD_CHUNK):
+        rows = keep.slice(start, BUILD_CHUNK)
+        requests, reasons = renderer.identify(columns.take(rows))
+        chunk = pa.array(requests, pa.string())
+        if chunk.null_count:
+            left_out = row_ids.take(rows.filter(pc.is_null(chunk))).to_pylist()
+            why = [
+                r or "the request cannot be rendered"
+                for r, q in zip(reasons, requests, strict=True)
+                if q is None
+            ]
+            skipped |= dict(zip(left_out, why, strict=True))
+        found.append(chunk)
+    per_kept = pa.concat_arrays(found) if found else pa.array([], pa.string())
+    sent = pc.is_valid(per_kept)
+    rendered = pc.replace_with_mask(pc.invert(empty), pc.invert(empty), sent)  # rows with an id
+    custom_ids = pc.replace_with_mask(row_ids, rendered, per_kept.filter(sent))
+    by_request = pa.table({"id": per_kept.filter(sent), "row": keep.filter(sent)})
+    first = by_request.group_by("id", use_threads=False).aggregate([("row", "min")])
+    first = first.sort_by("row_min")  # each request, carried by its first row, in table order
+    rows = Rows(columns.take(first["row_min"]), first["id"].combine_chunks(), renderer)
+    return Plan(model, custom_ids, rows, skipped)
 
 
 def build_requests(table: pa.Table, config: JobConfig, ids: pa.Array, model: str) -> Plan:
