@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tablebatch.report.run import Run
 
 FAILED_ROWS = 50
 SAMPLE_ROWS = 12
+LENGTH_ROWS = 100_000  # rows whose words a length chart counts, at most
 
 
 def shown_path(path: str) -> str:
@@ -113,6 +115,16 @@ def status_chart(report: dict[str, Any]) -> charts.alt.Chart:
     """Rows by status, as bars."""
     data = [{"status": k, "rows": v} for k, v in sorted(report["rows_by_status"].items())]
     return charts.bars(data, "status", "rows", title_y="rows").properties(width=260)
+
+
+def length_rows(run: Run, columns: list[str]) -> tuple[Iterable[pa.RecordBatch], str]:
+    """The rows a length chart counts the words of, and how they were chosen: every row, or
+    of an output over ``LENGTH_ROWS`` rows a sample of that many (drawn from 8 row groups
+    of a Parquet output): counting words is the dearest step of a report."""
+    if run.output.num_rows <= LENGTH_ROWS:
+        return run.output.batches(columns), "every row"
+    rows, how = run.output.sample(LENGTH_ROWS, columns, seed=5, groups=8)
+    return rows.to_batches(), how
 
 
 def word_counts(column: pa.ChunkedArray | pa.Array) -> np.ndarray:

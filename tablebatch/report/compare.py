@@ -82,29 +82,50 @@ def _key(run: Run) -> list[str]:
     return [k for k in key if k]
 
 
-def _answers(run: Run, key: list[str], answer: str) -> pa.Table:
-    """The key and the answer of every row, the answer as text (a list of labels joined by
-    ", ", as a page shows a list)."""
-    table = run.output.read([*key, answer])
-    column = table[answer]
+def _as_text(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Answers as text: a list of labels joined by ", " (as a page shows a list)."""
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        text = pc.binary_join(column.cast(pa.list_(pa.string())), ", ")
-    else:
-        text = column.cast(pa.string())
-    return table.set_column(table.schema.get_field_index(answer), answer, text)
+        return pc.binary_join(column.cast(pa.list_(pa.string())), ", ")
+    return column.cast(pa.string())
+
+
+def _digests(run: Run, key: list[str], answer: str) -> pa.Table:
+    """The key of every row, its position and a digest of its answer (Python's string
+    hash: compared within this process only). The answers are read a batch at a time and
+    not kept — long answers of a million rows, of every run, would not fit — and only those
+    of the rows shown are read again."""
+    parts = []
+    start = 0
+    for batch in run.output.batches([*key, answer]):
+        texts = _as_text(batch[answer]).to_pylist()
+        digest = np.fromiter((hash(t or "") for t in texts), dtype=np.int64, count=len(texts))
+        columns = {k: batch[k] for k in key}
+        columns |= {"digest": digest, "row": np.arange(start, start + len(texts))}
+        parts.append(pa.table(columns))
+        start += len(texts)
+    if not parts:
+        return pa.table({**{k: pa.array([], pa.string()) for k in key}, "digest": [], "row": []})
+    return pa.concat_tables(parts)
+
+
+def _answers_at(run: Run, rows: list[int], answer: str) -> list[object]:
+    """The answers of the rows at these positions, in this order."""
+    if not rows:
+        return []
+    taken = run.output.take(rows, [answer])
+    by_row = dict(zip(sorted(set(rows)), _as_text(taken[answer]).to_pylist(), strict=True))
+    return [by_row[r] for r in rows]
 
 
 def changed_rows(runs: Sequence[Run]) -> tuple[int, int, str]:
     """How many rows were matched, how many changed answer, and a table of the first 100.
 
-    Only the key and the answer of every row are read (joined in Arrow); the input text is
-    read for the rows shown."""
+    Only the key and a digest of the answer of every row are kept (joined in Arrow); the
+    answers and the input text are read again for the rows shown."""
     kind = kind_report(runs[0].kind)
     answer = kind.answer_in(runs[0])
     key = _key(runs[0])
-    base = _answers(runs[0], key, answer)
-    joined = base.rename_columns([*key, "answer 0"])
-    joined = joined.append_column("row 0", pa.array(np.arange(base.num_rows)))
+    joined = _digests(runs[0], key, answer).rename_columns([*key, "digest 0", "row 0"])
     for i, run in enumerate(runs[1:], 1):
         if _key(run) != key:
             raise ReportInputError(
@@ -117,28 +138,27 @@ def changed_rows(runs: Sequence[Run]) -> tuple[int, int, str]:
                 f"{run.output.path}: its answers are in {theirs}, the first run's in {answer}: "
                 "compare runs that answer alike (multi-label with multi-label)"
             )
-        other = _answers(run, key, answer).rename_columns([*key, f"answer {i}"])
+        other = _digests(run, key, answer).rename_columns([*key, f"digest {i}", f"row {i}"])
         joined = joined.join(other, key, join_type="inner", use_threads=False)
     matched = joined.num_rows
     differs = pa.array(np.zeros(matched, dtype=bool))
-    first = pc.fill_null(joined["answer 0"], "")
     for i in range(1, len(runs)):
-        other = pc.fill_null(joined[f"answer {i}"], "")
-        differs = pc.or_(differs, pc.not_equal(first, other))
+        differs = pc.or_(differs, pc.not_equal(joined["digest 0"], joined[f"digest {i}"]))
     changed = joined.filter(differs)
     total = changed.num_rows
     changed = changed.sort_by("row 0").slice(0, CHANGED_ROWS)
+    answers = [
+        _answers_at(run, changed[f"row {i}"].to_pylist(), answer) for i, run in enumerate(runs)
+    ]
     inputs = [c for c in runs[0].columns.get("inputs", []) if c != answer]
     text = next((c for c in inputs if runs[0].output.has(c)), None)
     rows_at = changed["row 0"].to_pylist()
     texts = runs[0].output.take(rows_at, [text])[text].to_pylist() if text else []
-    shown = changed.to_pylist()
+    keys = changed.select(key).to_pylist()
     columns = [*key, *(["input"] if text else []), *[r.name for r in runs]]
     rows = [
-        [r[k] for k in key]
-        + ([texts[n]] if text else [])
-        + [r[f"answer {i}"] for i in range(len(runs))]
-        for n, r in enumerate(shown)
+        [keys[n][k] for k in key] + ([texts[n]] if text else []) + [a[n] for a in answers]
+        for n in range(changed.num_rows)
     ]
     return matched, total, table_html(columns, rows, key="changed")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from tablebatch.report import charts
-from tablebatch.report.common import word_counts
+from tablebatch.report.common import length_rows, word_counts
 from tablebatch.report.kinds import KindReport, register
 from tablebatch.report.page import Figure, Section, count, note, num, row, table_html
 from tablebatch.report.run import Run
@@ -44,18 +44,20 @@ def figures(report: dict[str, Any]) -> list[Figure]:
     return out
 
 
-def _lengths(run: Run) -> dict[str, np.ndarray]:
-    """Word counts of every completed answer (and every reference), a batch at a time."""
+def _lengths(run: Run) -> tuple[dict[str, np.ndarray], str]:
+    """Word counts of every completed answer (and every reference), a batch at a time (of a
+    large output, of a sample), and which rows they are."""
     reference = run.columns.get("reference")
     wanted = ["answer", "status", *([reference] if reference else [])]
     out: dict[str, list[np.ndarray]] = {"answer": [], "reference": []}
-    for batch in run.output.batches(wanted):
+    batches, how = length_rows(run, wanted)
+    for batch in batches:
         if "answer" in batch.schema.names:
             done = pc.equal(batch["status"], "completed")
             out["answer"].append(word_counts(batch["answer"].filter(done)))
         if reference and reference in batch.schema.names:
             out["reference"].append(word_counts(batch[reference]))
-    return {g: np.concatenate(v) for g, v in out.items() if v}
+    return {g: np.concatenate(v) for g, v in out.items() if v}, how
 
 
 def _scored(run: Run, names: Sequence[str]) -> dict[str, np.ndarray] | None:
@@ -103,8 +105,10 @@ def _scatter(run: Run) -> str:
 
 def main_chart(run: Run) -> alt.TopLevelMixin | None:
     """chrF / BLEU when scored, else the answer lengths."""
-    lengths = _lengths(run)
-    return scores_chart(run) or charts.binned({"answer": lengths.get("answer", [])}, title="words")
+    scores = scores_chart(run)
+    if scores is not None:
+        return scores
+    return charts.binned({"answer": _lengths(run)[0].get("answer", [])}, title="words")
 
 
 def sections(run: Run) -> list[Section]:
@@ -116,8 +120,9 @@ def sections(run: Run) -> list[Section]:
     rouge = _rouge_chart(run)
     if rouge is not None:
         blocks.append(charts.figure(rouge, "rouge", "ROUGE distributions", "every scored row"))
-    lengths = charts.binned(_lengths(run), title="words")
-    blocks.append(charts.figure(lengths, "lengths", "Lengths", "every answer and reference"))
+    lengths, how = _lengths(run)
+    chart = charts.binned(lengths, title="words")
+    blocks.append(charts.figure(chart, "lengths", "Lengths", f"answers and references: {how}"))
     blocks.append(_scatter(run))
     body = [row(*blocks)]
     if not run.report.get("scores"):

@@ -10,7 +10,7 @@ import altair as alt
 import numpy as np
 
 from tablebatch.report import charts
-from tablebatch.report.common import word_counts
+from tablebatch.report.common import length_rows, word_counts
 from tablebatch.report.kinds import KindReport, register
 from tablebatch.report.page import Figure, Section, count, note, num, row, table_html
 from tablebatch.report.run import Run
@@ -37,16 +37,18 @@ def figures(report: dict[str, Any]) -> list[Figure]:
     return out
 
 
-def _lengths(run: Run) -> dict[str, np.ndarray]:
-    """Word counts of every summary (and reference), streamed a batch at a time."""
+def _lengths(run: Run) -> tuple[dict[str, np.ndarray], str]:
+    """Word counts of every summary (and reference), streamed a batch at a time (of a large
+    output, of a sample), and which rows they are."""
     reference = run.columns.get("reference")
     names = {"summary": "summary", reference: "reference"} if reference else {"summary": "summary"}
     out: dict[str, list[np.ndarray]] = {v: [] for v in names.values()}
-    for batch in run.output.batches(list(names)):
+    batches, how = length_rows(run, list(names))
+    for batch in batches:
         for column, group in names.items():
             if column in batch.schema.names:
                 out[group].append(word_counts(batch[column]))
-    return {g: np.concatenate(v) if v else np.array([]) for g, v in out.items()}
+    return {g: np.concatenate(v) if v else np.array([]) for g, v in out.items()}, how
 
 
 def rouge_chart(run: Run) -> alt.TopLevelMixin | None:
@@ -82,7 +84,9 @@ def _scatter(run: Run) -> str:
 
 def main_chart(run: Run) -> alt.TopLevelMixin | None:
     """ROUGE when scored, else summary lengths."""
-    return rouge_chart(run) or charts.binned({"summary": _lengths(run)["summary"]}, title="words")
+    return rouge_chart(run) or charts.binned(
+        {"summary": _lengths(run)[0]["summary"]}, title="words"
+    )
 
 
 def sections(run: Run) -> list[Section]:
@@ -91,10 +95,8 @@ def sections(run: Run) -> list[Section]:
     rouge = rouge_chart(run)
     if rouge is not None:
         blocks.append(charts.figure(rouge, "rouge", "ROUGE distributions", "every scored row"))
-    lengths = _lengths(run)
-    blocks.append(
-        charts.figure(charts.binned(lengths, title="words"), "lengths", "Lengths", "every row")
-    )
+    lengths, how = _lengths(run)
+    blocks.append(charts.figure(charts.binned(lengths, title="words"), "lengths", "Lengths", how))
     blocks.append(_scatter(run))
     body = [row(*blocks)]
     if not run.report.get("rouge"):
