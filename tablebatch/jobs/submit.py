@@ -222,11 +222,14 @@ def collect(
         table = _every_result(client, batch)
         if cache is not None:
             cache.put(batch, table)
-    ours = pc.is_in(table["custom_id"], value_set=custom_ids)
-    if not pc.all(ours).as_py():  # results for requests this shard did not send: not ours
-        table = table.filter(ours)
-    missing = pc.filter(custom_ids, pc.invert(pc.is_in(custom_ids, value_set=table["custom_id"])))
-    if len(missing) and missing_rows:
+    # the batch's ids are the hashed side: an earlier run's batch is read for every row of
+    # a million-row table, and hashing the table's ids once a batch cost 0.7 s a batch
+    wanted = pc.is_in(custom_ids, value_set=table["custom_id"])
+    present = custom_ids.filter(wanted)
+    if len(present) < table.num_rows:  # results for requests this run does not send: not ours
+        table = table.filter(pc.is_in(table["custom_id"], value_set=present))
+    missing = custom_ids.filter(pc.invert(wanted)) if missing_rows else []
+    if len(missing):
         why: Reason
         if batch.status == "cancelled":
             why = "cancelled"
