@@ -4,7 +4,6 @@ tokens per attempt, the rows that failed (first 50) and a sample of rows to read
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tablebatch.jobs.cost import money  # as the run's summary line shows a cost
 from tablebatch.report import charts
 from tablebatch.report.page import Figure, Section, count, note, row, table_html
 from tablebatch.report.run import Run
@@ -77,15 +77,6 @@ COST = (
     ("per_output_row", "cost_per_row", "cost per output row"),
     ("behind_output", "cost_behind_output", "cost behind the output"),
 )
-
-
-def money(value: float, currency: str = "USD") -> str:
-    """An amount with two decimals, or with two significant digits when under a cent (a
-    row's cost is often a fraction of one)."""
-    if value == 0 or abs(value) >= 0.01:
-        return f"{value:,.2f} {currency}"
-    digits = 1 - math.floor(math.log10(abs(value)))
-    return f"{value:.{digits}f} {currency}"
 
 
 def cost_figures(report: dict[str, Any]) -> list[Figure]:

@@ -6,7 +6,6 @@ the charts artifact."""
 from __future__ import annotations
 
 import base64
-import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,9 +111,10 @@ def _expected_figures(report: dict[str, Any]) -> dict[str, str]:
         ("per_output_row", "cost_per_row"),
     ):
         value = cost.get(name) if isinstance(cost, dict) else None
-        if value is not None:
-            places = 2 if value == 0 or value >= 0.01 else 1 - math.floor(math.log10(value))
-            out[key] = f"{value:,.{places}f} {cost['currency']}"
+        if value is not None:  # dollars: cents from $1, else 4 decimals, 6 under a cent
+            places = 2 if value == 0 or value >= 1 else 4 if value >= 0.01 else 6
+            assert cost["currency"] == "USD"
+            out[key] = f"${value:,.{places}f}"
     if report.get("extraction"):
         ex = report["extraction"]
         out |= {

@@ -331,7 +331,7 @@ def test_extraction_validity_per_field_counts_the_fields_the_parse_errors_name(t
 
 
 def test_the_header_shows_the_cost_when_the_report_has_it(tmp_path) -> None:
-    from tablebatch.report.common import cost_figures, money
+    from tablebatch.report.common import cost_figures
 
     assert [(f.key, f.value) for f in cost_figures({})] == [("cost", "unknown")]
     assert [(f.key, f.value) for f in cost_figures({"cost": None})] == [("cost", "unknown")]
@@ -343,14 +343,15 @@ def test_the_header_shows_the_cost_when_the_report_has_it(tmp_path) -> None:
         {"cost": {"this_run": 12.5, "this_run_realtime": 25.0, "per_output_row": 0.0000125}}
     )
     assert [(f.key, f.value) for f in shown] == [
-        ("cost", "12.50 USD"),
-        ("cost_realtime", "25.00 USD"),
-        ("cost_per_row", "0.000013 USD"),
+        ("cost", "$12.50"),
+        ("cost_realtime", "$25.00"),
+        ("cost_per_row", "$0.000013"),
     ]
-    assert money(0.0) == "0.00 USD" and money(0.004, "EUR") == "0.0040 EUR"
+    euros = cost_figures({"cost": {"this_run": 0.0421, "currency": "EUR"}})
+    assert [(f.key, f.value) for f in euros] == [("cost", "EUR 0.0421")]
     table = _rows(10)
     path = tmp_path / "out.parquet"
     pq.write_table(table, path)
     report = {**_report(table, path), "cost": {"this_run": 0.42, "this_run_realtime": 0.84}}
     html = render(Run.of(report, path))
-    assert '<div class="figure" data-figure="cost"><span class="value">0.42 USD</span>' in html
+    assert '<div class="figure" data-figure="cost"><span class="value">$0.4200</span>' in html
