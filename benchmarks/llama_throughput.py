@@ -30,6 +30,7 @@ benchmark lock, so that no other benchmark shares the cores)::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -126,6 +127,11 @@ def through_server(http: httpx.Client, bodies: list[bytes], name: str) -> tuple[
     return seconds, state["usage"]["completion_tokens"]
 
 
+def _load() -> str:
+    """The machine's load average: others' work on the same cores moves both sides."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1000, help="rows of the synthetic table")
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from tablebatch.server.backends.processes import usable_cores
     from tablebatch.server.settings import LlamaSettings
 
+    load_before = _load()
     cores = usable_cores()
     threads = args.floor_threads or cores
     shape = pool_shape(LlamaSettings())
@@ -165,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 "floor": floor(bodies, threads),
                 "job": through_server(http, bodies, name),
             }
+    print(f"load average (1, 5, 15 min): before {load_before}, after {_load()}")
     print(
         f"{'workload':<12} {'side':<6} {'requests':>8} {'seconds':>8} {'req/s':>8} "
         f"{'gen tok':>8} {'gen tok/s':>10}"
