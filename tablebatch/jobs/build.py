@@ -315,35 +315,42 @@ def _cached(messages: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:
 
 
 class Rows:
-    """Rows still to send: the columns their prompts need and their custom_ids, rendered
-    into requests a shard at a time, so that a million encoded requests never sit in
-    memory together."""
+    """Rows still to send: their custom_ids and where they are in the table of the columns
+    their prompts need, rendered into requests a shard at a time, so that a million encoded
+    requests never sit in memory together. Slicing, selecting and ordering move indices
+    only: the table's text is copied a shard at a time, when the shard is rendered."""
 
-    def __init__(self, table: pa.Table, custom_ids: pa.Array, renderer: Renderer) -> None:
-        self.table = table
+    def __init__(
+        self, table: pa.Table, custom_ids: pa.Array, renderer: Renderer, rows: pa.Array
+    ) -> None:
+        self.table = table  # shared by every slice and selection, never copied
         self.ids = custom_ids
         self.renderer = renderer
+        self.rows = rows  # the table's row of each custom_id
+
+    def _with(self, ids: pa.Array, rows: pa.Array) -> Rows:
+        return Rows(self.table, ids, self.renderer, rows)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def slice(self, start: int, length: int) -> Rows:
         """``length`` rows from ``start`` (no copy)."""
-        return Rows(self.table.slice(start, length), self.ids.slice(start, length), self.renderer)
+        return self._with(self.ids.slice(start, length), self.rows.slice(start, length))
 
     def select(self, custom_ids: pa.Array | pa.ChunkedArray | list[str]) -> Rows:
         """The rows of these custom_ids, still in input order."""
         mask = pc.is_in(self.ids, value_set=pa.array(custom_ids, pa.string()))
-        return Rows(self.table.filter(mask), self.ids.filter(mask), self.renderer)
+        return self._with(self.ids.filter(mask), self.rows.filter(mask))
 
     def by_id(self) -> Rows:
         """The rows in the order of their custom_ids (see ``Requests.by_id``)."""
         order = pc.sort_indices(self.ids)
-        return Rows(self.table.take(order), self.ids.take(order), self.renderer)
+        return self._with(self.ids.take(order), self.rows.take(order))
 
     def render(self) -> tuple[Requests, dict[str, str]]:
         """The requests of these rows, and the rows left out and why."""
-        return self.renderer.render(self.table, self.ids.to_pylist())
+        return self.renderer.render(self.table.take(self.rows), self.ids.to_pylist())
 
 
 def _empty_prompts(table: pa.Table, columns: list[str]) -> pa.Array:
@@ -417,7 +424,7 @@ def plan_requests(
         skipped = dict.fromkeys(row_ids.filter(empty).to_pylist(), reason)
     keep = pc.indices_nonzero(pc.invert(empty))
     if not by_content:
-        return Plan(model, row_ids, Rows(columns.take(keep), row_ids.take(keep), renderer), skipped)
+        return Plan(model, row_ids, Rows(columns, row_ids.take(keep), renderer, keep), skipped)
     # a chunk of rows at a time, into Arrow: no Python object per row outlives its chunk
     found: list[pa.Array] = []
     for start in range(0, len(keep), BUILD_CHUNK):
@@ -440,7 +447,8 @@ def plan_requests(
     by_request = pa.table({"id": per_kept.filter(sent), "row": keep.filter(sent)})
     first = by_request.group_by("id", use_threads=False).aggregate([("row", "min")])
     first = first.sort_by("row_min")  # each request, carried by its first row, in table order
-    rows = Rows(columns.take(first["row_min"]), first["id"].combine_chunks(), renderer)
+    carriers = first["row_min"].combine_chunks()
+    rows = Rows(columns, first["id"].combine_chunks(), renderer, carriers)
     return Plan(model, custom_ids, rows, skipped)
 
 
