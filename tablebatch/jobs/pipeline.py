@@ -197,6 +197,12 @@ def _within_budget(job: JobRun, plan_for: PlanFor) -> dict[str, tuple[Plan, Stag
             )
         total += cost
         lines.append(f"{model}: {guess.requests} request(s), ~{money(cost)}")
+    second = config.kind_impl.second_stage()
+    if second is not None and job.prices.get(second.model) is None:  # the meter could not cap it
+        raise BudgetRefused(
+            f"{config.name}: budget.max_cost is set, but the cost of its {second.stage} "
+            f"cannot be known: {price_hint(second.model)}"
+        )
     if total > cap:
         raise BudgetRefused(
             f"{config.name}: the run would cost ~{money(total)} at batch prices "

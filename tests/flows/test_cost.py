@@ -193,6 +193,26 @@ def test_an_unknown_model_costs_unknown_and_plan_says_how_to_price_it(project, c
     assert main(["run", str(capped)]) == 2
     assert "the cost of this run cannot be known" in capsys.readouterr().err
 
+    quiz = "question_id,question,answer\nq1,Red planet: Venus or Mars?,Mars\n"
+    judged = project(
+        {
+            "name": "judged",
+            "kind": "evaluation",
+            "input": {"path": "data/quiz.csv", "id_column": "question_id"},
+            "prompt": {"template": "{question}"},
+            "models": ["grok-4"],
+            "params": {"max_tokens": 16},
+            "reference_column": "answer",
+            "scoring": "judge",
+            "judge": {"model": "my-judge"},
+            "budget": {"max_cost": 5.0},
+        },
+        {"data/quiz.csv": quiz},
+    )
+    assert main(["run", str(judged)]) == 2
+    err = capsys.readouterr().err
+    assert "the cost of its judge cannot be known: no price is known for model 'my-judge'" in err
+
 
 def test_a_project_price_file_and_a_config_price_override_the_table(
     project, tmp_path, capsys
@@ -237,3 +257,19 @@ def test_the_ui_form_shows_the_cap() -> None:
     field = schema["definitions"]["JobOverrides"]["properties"]["max_cost"]
     assert "budget.max_cost" in field["description"]
     assert JobOverrides(max_cost=0.5).updates() == {"budget.max_cost": 0.5}
+
+
+@pytest.mark.llama
+@pytest.mark.timeout(300)
+def test_on_the_llama_backend_the_plan_counts_prompts_with_the_models_tokenizer(
+    project, capsys
+) -> None:
+    job = _job("llama-cost", api={"base_url": "local", "backend": "llama"})
+    job["params"] = {"temperature": 0, "max_tokens": 4}
+    config = project(job, {"data/reviews.csv": _reviews(5)})
+    out = _plan(capsys, config, "--offline")
+    assert "counted with SmolLM2-135M-Instruct's own tokenizer (llama.cpp, chat template)" in out
+    estimated = int(re.search(r"~(\d+) prompt tokens", out).group(1))
+    report = batch_job(str(config))
+    real = report["cost"]["per_model"]["grok-4"]["tokens_this_run"]["prompt"]
+    assert real > 0 and abs(estimated - real) <= 0.02 * real  # what the model read
