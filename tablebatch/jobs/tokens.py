@@ -7,6 +7,7 @@ Each counter says which it is (``name``), so that an estimate says how it was ma
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Protocol
@@ -58,6 +59,7 @@ class LlamaCounter:
 
         with suppress_stdout_stderr(disable=False):
             self.llm = Llama(model_path=gguf, vocab_only=True, verbose=False)
+        atexit.register(self.llm.close)  # its finalizer fails in the interpreter's teardown
         model = self.llm._model
         template = self.llm.metadata.get("tokenizer.chat_template")
         self.formatter = (
