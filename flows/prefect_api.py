@@ -409,6 +409,9 @@ def _watch_idle(watch: IdleWatch, server: Any, home: Path, token: str) -> None:
         time.sleep(min(1.0, watch.idle_s / 4))
         if not watch.idle():
             continue
+        if not home.is_dir():  # its home was removed (a benchmark's, a test's): not made again
+            server.should_exit = True
+            return
         with _locked(home):
             if watch.idle():  # a run that found it meanwhile has just used it
                 _forget(home, token)
@@ -448,8 +451,9 @@ def _serve_kept(sock: socket.socket, settings: Any, idle_s: float) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         server.run(sockets=[sock])
     finally:
-        with _locked(home):
-            _forget(home, token)
+        if home.is_dir():  # (not made again if it was removed meanwhile)
+            with _locked(home):
+                _forget(home, token)
     return 0
 
 

@@ -70,14 +70,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait_gone(pid: int, timeout_s: float = 60.0) -> bool:
+def _wait_gone(pid: int, timeout_s: float = 120.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     return not _alive(pid)
 
 
-def _recorded(home: Path, timeout_s: float = 60.0) -> int:
+def _recorded(home: Path, timeout_s: float = 120.0) -> int:
     """How many completed flow runs the home's database holds with their tasks (the
     server records task runs from their events, a moment after the run has sent them)."""
     deadline = time.monotonic() + timeout_s
