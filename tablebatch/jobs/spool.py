@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SPOOLED = ("answer", "batch_id")  # the columns that live on disk
-CACHED_FILES = 8  # files kept in memory while the output is written (a shard each)
+CACHE_BYTES = 256 * 2**20  # the texts kept in memory while the output is written
 
 
 class Spool:
@@ -32,6 +32,7 @@ class Spool:
         self._lock = threading.Lock()
         self._next = 0
         self._cache: OrderedDict[int, pa.Table] = OrderedDict()
+        self._cached_bytes = 0
 
     def put(self, results: pa.Table) -> pa.Table:
         """Write the text columns of ``results`` to a file; the other columns, with
@@ -62,9 +63,15 @@ class Spool:
                 return self._cache[number]
         table = pq.read_table(self._path(number))
         with self._lock:
-            self._cache[number] = table
-            while len(self._cache) > CACHED_FILES:
-                self._cache.popitem(last=False)
+            if number not in self._cache:
+                self._cache[number] = table
+                self._cached_bytes += table.nbytes
+            # the output is written in input order, and each chunk of it needs a row or more
+            # of every file: all of them stay in memory when they fit (each read once), the
+            # least recently used go first when they do not
+            while self._cached_bytes > CACHE_BYTES and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= old.nbytes
         return table
 
     def _path(self, number: int) -> Path:
@@ -74,6 +81,7 @@ class Spool:
         """Delete the folder and its files (the output holds the answers now), and its
         parent if that is left empty."""
         self._cache.clear()
+        self._cached_bytes = 0
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.folder.parent.rmdir()
