@@ -135,3 +135,13 @@ def test_anthropic_takes_structured_output_as_output_config() -> None:
     assert "response_format" not in params
     with pytest.raises(ValueError, match="JSON schema only"):
         messages_params({**body, "response_format": {"type": "json_object"}}, 100)
+
+
+def test_multi_label_gold_may_be_a_list_or_text_separated_by_bars() -> None:
+    from tablebatch.jobs.kinds.classification import _gold_sets
+
+    labels = ["billing", "bug"]
+    as_text = pa.array(["bug|Billing", "", None, '["bug"]', "billing | nonsense"])
+    assert _gold_sets(as_text, labels) == [["billing", "bug"], None, None, ["bug"], ["billing"]]
+    as_lists = pa.array([["bug", "billing"], [], None], pa.list_(pa.string()))
+    assert _gold_sets(as_lists, labels) == [["billing", "bug"], [], None]
