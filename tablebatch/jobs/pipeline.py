@@ -113,10 +113,13 @@ class JobRun:
             self._counter = counter_for(self.config)
         return self._counter
 
-    def costs(self, model: str) -> ShardCosts | None:
-        """How the cap prices ``model``'s shards (None: no cap)."""
-        price = self.prices.get(model)
+    def costs(self, run: StageRun) -> ShardCosts | None:
+        """How the cap prices the stage's shards (None: no cap)."""
+        price = self.prices.get(run.model)
         bound = max_completion(self.config)
+        second = self.config.kind_impl.second_stage()
+        if run.stage != "answer" and second is not None:  # its own bound, not the answers'
+            bound = second.max_tokens
         if self.meter is None or price is None or bound is None:
             return None
         return ShardCosts(self.meter, price, self.counter, bound, self.prices.currency)
@@ -136,7 +139,7 @@ class JobRun:
     def attempts(self, run: StageRun, items: Any) -> StageOutcome:
         """Every attempt of one stage."""
         return run_attempts(
-            self.client, run, items, self.send, self.progress_for, self.log, self.costs(run.model)
+            self.client, run, items, self.send, self.progress_for, self.log, self.costs(run)
         )
 
 
@@ -202,6 +205,12 @@ def _within_budget(job: JobRun, plan_for: PlanFor) -> dict[str, tuple[Plan, Stag
         raise BudgetRefused(
             f"{config.name}: budget.max_cost is set, but the cost of its {second.stage} "
             f"cannot be known: {price_hint(second.model)}"
+        )
+    if second is not None and second.max_tokens is None:  # nor bound its answers
+        raise BudgetRefused(
+            f"{config.name}: budget.max_cost is set, but nothing bounds the length of its "
+            f"{second.stage}'s answers, so its cost cannot be capped. Set {second.stage}."
+            "max_tokens in the config (a verdict needs a few tokens, e.g. 16)."
         )
     if total > cap:
         raise BudgetRefused(

@@ -273,3 +273,46 @@ def test_on_the_llama_backend_the_plan_counts_prompts_with_the_models_tokenizer(
     report = batch_job(str(config))
     real = report["cost"]["per_model"]["grok-4"]["tokens_this_run"]["prompt"]
     assert real > 0 and abs(estimated - real) <= 0.02 * real  # what the model read
+
+
+def test_a_capped_judge_needs_a_bound_on_its_verdicts(project, capsys) -> None:
+    import sqlite3
+
+    import orjson
+
+    from tablebatch.jobs.config import load_config
+
+    quiz = "question_id,question,answer\nq1,Red planet: Venus or Mars?,Mars\nq2,2+2?,4\n"
+    job = {
+        "name": "judged-capped",
+        "kind": "evaluation",
+        "input": {"path": "data/quiz.csv", "id_column": "question_id"},
+        "prompt": {"template": "{question}"},
+        "models": ["grok-4"],
+        "params": {"max_tokens": 16},
+        "reference_column": "answer",
+        "scoring": "judge",
+        "judge": {"model": "grok-4"},
+        "budget": {"max_cost": 5.0},
+    }
+    unbounded = project(job, {"data/quiz.csv": quiz})
+    assert main(["run", str(unbounded)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing bounds the length of its judge's answers" in err
+    assert "Set judge.max_tokens" in err
+    db = unbounded.parent.parent / ".tablebatch" / "server.db"
+    assert not db.exists() or not sqlite3.connect(db).execute("SELECT * FROM requests").fetchall()
+    # unset, the judge's shape (its fingerprint) is what it was before the key existed
+    kind = load_config(unbounded).kind_impl
+    assert "max_tokens" not in kind.stage_shape()["judge"]
+    before = kind.second_stage().fingerprint("grok-4")
+    job["judge"] = {"model": "grok-4", "max_tokens": 8}
+    bounded = project(job, {"data/quiz.csv": quiz})
+    assert main(["run", str(bounded)]) == 0
+    bodies = [
+        orjson.loads(b)
+        for (b,) in sqlite3.connect(db).execute("SELECT body FROM requests").fetchall()
+    ]
+    verdicts = [b for b in bodies if "Candidate answer" in str(b)]
+    assert verdicts and all(b.get("max_tokens") == 8 for b in verdicts)
+    assert load_config(bounded).kind_impl.second_stage().fingerprint("grok-4") != before

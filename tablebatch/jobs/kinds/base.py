@@ -47,6 +47,7 @@ class SecondStage(Protocol):
 
     stage: str  # its name in batch names, e.g. "judge"
     model: str
+    max_tokens: int | None  # the most completion tokens one of its answers may take
 
     def fingerprint(self, answered_model: str) -> str:
         """The fingerprint of its requests about ``answered_model``'s answers."""

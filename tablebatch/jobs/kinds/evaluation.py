@@ -41,6 +41,12 @@ class JudgeConfig(Strict):
     )
     pass_labels: list[str] = Field(["correct"], min_length=1)
     fail_labels: list[str] = Field(["incorrect"], min_length=1)
+    max_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="The most tokens a verdict may take: what bounds the judge's cost under "
+        "budget.max_cost (unset: the judge's requests carry no max_tokens).",
+    )
 
     @field_validator("template")
     @classmethod
@@ -83,6 +89,11 @@ class Judge:
         """The fingerprint of its requests about ``answered_model``'s answers."""
         return self.config.fingerprint(self.model, answered_model)
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The most completion tokens one verdict may take (None: nothing bounds it)."""
+        return self.judge.max_tokens
+
     def requests(
         self, table: pa.Table, answers: ModelAnswers, index: int
     ) -> tuple[Requests, pa.Array]:
@@ -113,7 +124,10 @@ class Judge:
             messages = [{"role": "user", "content": template.render(row)}]
             if self.judge.system:
                 messages.insert(0, {"role": "system", "content": self.judge.system})
-            body = orjson.dumps({"model": self.model, "messages": messages, "temperature": 0})
+            ask: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
+            if self.judge.max_tokens is not None:
+                ask["max_tokens"] = self.judge.max_tokens
+            body = orjson.dumps(ask)
             judge_id = request_id(body)
             per_row[at] = judge_id
             pairs.setdefault(
@@ -147,7 +161,9 @@ class Evaluation(Kind):
         """The judge's settings and the reference shape the judge's requests."""
         if self.config.judge is None:
             return {}
-        return {"judge": self.config.judge.model_dump(), "reference": self.config.reference_column}
+        unset = {"max_tokens"} if self.config.judge.max_tokens is None else set()  # as before it
+        judge = self.config.judge.model_dump(exclude=unset)
+        return {"judge": judge, "reference": self.config.reference_column}
 
     def second_stage(self) -> Judge | None:
         """The judge, with ``scoring: judge``."""
