@@ -24,6 +24,7 @@ from tablebatch.api import Limits
 from tablebatch.jobs.errors import DataError
 from tablebatch.jobs.naming import batch_name, content_digest, piece_name
 from tablebatch.jobs.schema import JobConfig, template_fields
+from tablebatch.jobs.take import take
 from tablebatch.jobs.text import as_text, blank, id_texts, text_values
 
 _READABLE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
@@ -350,7 +351,7 @@ class Rows:
 
     def render(self) -> tuple[Requests, dict[str, str]]:
         """The requests of these rows, and the rows left out and why."""
-        return self.renderer.render(self.table.take(self.rows), self.ids.to_pylist())
+        return self.renderer.render(take(self.table, self.rows), self.ids.to_pylist())
 
 
 def _empty_prompts(table: pa.Table, columns: list[str]) -> pa.Array:
@@ -429,7 +430,7 @@ def plan_requests(
     found: list[pa.Array] = []
     for start in range(0, len(keep), BUILD_CHUNK):
         rows = keep.slice(start, BUILD_CHUNK)
-        requests, reasons = renderer.identify(columns.take(rows))
+        requests, reasons = renderer.identify(take(columns, rows))
         chunk = pa.array(requests, pa.string())
         if chunk.null_count:
             left_out = row_ids.take(rows.filter(pc.is_null(chunk))).to_pylist()

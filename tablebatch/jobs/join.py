@@ -16,6 +16,7 @@ from tablebatch.jobs.kinds import Chunk
 from tablebatch.jobs.rows import ATTEMPTS, CACHE_TOKENS, OUTPUT_COLUMNS, input_columns, no_answer
 from tablebatch.jobs.schema import JobConfig
 from tablebatch.jobs.spool import Spool, text_column
+from tablebatch.jobs.take import take
 
 JOIN_ROWS = 50_000  # input rows joined and written at a time
 
@@ -66,7 +67,7 @@ def _answer_columns(
     """The answer columns of some input rows: ``position`` is each row's index among
     ``results`` (null for a row with no result), so this is one take, no sort;
     ``sharing``: how many rows send each row's request."""
-    joined = results.take(position)
+    joined = take(results, position)
     lost = pc.is_null(joined["status"])
     columns = {
         "answer": text_column(joined, "answer", answers.spool),

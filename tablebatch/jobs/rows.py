@@ -14,6 +14,8 @@ from typing import Any, Literal, get_args
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tablebatch.jobs.take import take
+
 RESULT_SCHEMA = pa.schema(
     [
         ("custom_id", pa.string()),
@@ -166,4 +168,4 @@ def best(tables: list[pa.Table]) -> pa.Table:
     ids = both["custom_id"].take(ranked).combine_chunks()
     previous = pa.concat_arrays([pa.nulls(1, pa.string()), ids.slice(0, max(n - 1, 0))])
     first = pc.fill_null(pc.not_equal(ids, previous), True)
-    return both.take(ranked.filter(first))
+    return take(both, ranked.filter(first))

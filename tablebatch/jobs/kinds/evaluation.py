@@ -18,6 +18,7 @@ from tablebatch.jobs.report_text import num, pct
 from tablebatch.jobs.schema import JobConfig, Strict, template_fields
 from tablebatch.jobs.scoring import judge_verdict, score_answer
 from tablebatch.jobs.spool import text_column
+from tablebatch.jobs.take import take
 from tablebatch.jobs.text import text_values
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class Judge:
         rows = pc.indices_nonzero(pc.is_in(custom_ids, value_set=done["custom_id"]))
         texts = text_column(done, "answer", answers.spool).to_pylist()
         answered = dict(zip(done["custom_id"].to_pylist(), texts, strict=True))
-        judged = table.take(rows)
+        judged = take(table, rows)
         values = {c: text_values(judged[c]) for c in columns}
         references = text_values(judged[self.config.reference_column or ""])
         prompts = Renderer(self.config, answers.plan.model).prompts(judged)

@@ -1,0 +1,42 @@
+"""Taking rows chunk by chunk gives what Arrow's own take gives."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pytest
+
+from tablebatch.jobs.take import take
+
+
+def _chunked(n: int, sizes: list[int]) -> pa.Table:
+    rows = pa.table({"id": [f"r{i}" for i in range(n)], "n": list(range(n))})
+    out, start = [], 0
+    for size in sizes:
+        out.append(rows.slice(start, size))
+        start += size
+    return pa.concat_tables(out)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_take_matches_arrows_own(seed: int) -> None:
+    rng = random.Random(seed)
+    sizes = [rng.randrange(0, 40) for _ in range(8)]
+    n = sum(sizes)
+    table = _chunked(n, sizes)
+    for count in (0, 1, n // 2, n):
+        indices = pa.array([rng.randrange(n) for _ in range(count)] if n else [], pa.int64())
+        assert take(table, indices).equals(table.take(indices))
+        assert take(table["id"], indices).equals(table["id"].take(indices))
+    assert take(table, pa.chunked_array([[1, 0], [2]], pa.int64())).equals(table.take([1, 0, 2]))
+    if n:
+        holes = pa.array([None, n - 1, None, 0, None], pa.int64())
+        assert take(table, holes).equals(table.take(holes))
+        assert take(table["n"], holes).to_pylist() == table["n"].take(holes).to_pylist()
+
+
+def test_an_index_out_of_bounds_is_an_error() -> None:
+    table = _chunked(10, [5, 5])
+    with pytest.raises(IndexError):
+        take(table, pa.array([3, 10]))
