@@ -92,16 +92,19 @@ class StageOutcome:
     exhausted: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
 
 
-def check_budget(budget: float, attempt: pa.Table) -> None:
+def check_budget(budget: float, attempt: pa.Table, retry: bool = False) -> None:
     """``Systemic`` when more than ``budget`` of an attempt's requests failed at the API
-    (rows stopped by a cancel, and invalid answers, are no sign of a systemic failure)."""
+    (rows stopped by a cancel, and invalid answers, are no sign of a systemic failure).
+    Under 10 failures are a pattern only when every request of a first attempt failed: a
+    ``retry`` sends just the rows that failed before, so its last few failing is bad luck
+    (one flaky row, retried alone, is 100% of its attempt)."""
     failed = attempt.filter(
         pc.and_(pc.equal(attempt["status"], "failed"), pc.invert(stopped_mask(attempt)))
     )
     sent = attempt.num_rows
     if not failed.num_rows or failed.num_rows <= budget * sent:
         return
-    if failed.num_rows < 10 and failed.num_rows < sent:
+    if failed.num_rows < 10 and (failed.num_rows < sent or retry):
         return  # too few to tell a pattern from bad luck
     counts = pc.value_counts(pc.fill_null(failed["error"], "no error text")).to_pylist()
     top = max(counts, key=lambda c: c["counts"])
@@ -189,7 +192,7 @@ def run_attempts(
         final = now if final is None else best([final, now])
         outcome.results = final
         try:
-            check_budget(config.batch.error_budget, now)
+            check_budget(config.batch.error_budget, now, retry=attempt > 1)
         except Systemic as exc:
             raise Systemic(str(exc), outcome) from None
         if over is not None:

@@ -144,6 +144,16 @@ def test_past_the_error_budget_the_loop_stops_with_what_it_has() -> None:
     )
 
 
+def test_a_few_rows_failing_again_in_a_retry_are_not_systemic() -> None:
+    one = no_answer(pa.array(["k1"]), "failed", "no_result", "api_error: injected")
+    with pytest.raises(Systemic, match="1 of 1 requests failed"):
+        check_budget(0.5, one)  # a first attempt where everything failed: a pattern
+    check_budget(0.5, one, retry=True)  # the last flaky row, retried alone: bad luck
+    many = no_answer(pa.array([f"k{i}" for i in range(12)]), "failed", "no_result", "boom")
+    with pytest.raises(Systemic, match="12 of 12"):
+        check_budget(0.5, many, retry=True)  # ten or more failures are a pattern anyway
+
+
 def test_rows_stopped_by_a_cancel_do_not_count_against_the_budget() -> None:
     ids = pa.array([f"c{i}" for i in range(30)])
     stopped = no_answer(ids, "cancelled", "cancelled", "cancelled: by someone")
