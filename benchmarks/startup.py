@@ -110,7 +110,7 @@ def supports(tree: Path, flag: str) -> bool:
     return flag in help_text
 
 
-KEPT_STATE = "tablebatch-prefect-api.json"  # flows/prefect_api.py: the kept API's pid
+KEPT_STATE = "tablebatch-prefect-api.json"  # flows/prefect_kept.py: the kept API's pid
 KEPT_SETTLE_S = 2.0
 
 

@@ -22,8 +22,8 @@ from typing import ClassVar
 
 import pytest
 
-from flows import prefect_api
-from flows.prefect_api import STATE_FILE, TemporaryPrefectApi, find_kept
+from flows.prefect_api import TemporaryPrefectApi
+from flows.prefect_kept import IDENTITY_PATH, STATE_FILE, find_kept
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEW_AT = re.compile(r"View at (http://127\.0\.0\.1:\d+)/")
@@ -179,7 +179,7 @@ class _Impostor(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         body = json.dumps(self.answer).encode()
-        self.send_response(200 if self.path == prefect_api.IDENTITY_PATH else 404)
+        self.send_response(200 if self.path == IDENTITY_PATH else 404)
         self.send_header("content-type", "application/json")
         self.end_headers()
         self.wfile.write(body)
