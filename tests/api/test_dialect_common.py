@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tablebatch.api.dialects import IdCodec, UnknownStatusError
-from tablebatch.api.dialects.anthropic import chat_completion, messages_params
+from tablebatch.api.dialects.anthropic_messages import chat_completion, messages_params
 from tablebatch.api.dialects.common import error_text, map_status, parse_time
 
 ANTHROPIC = IdCodec("anthropic", r"[A-Za-z0-9_-]{1,64}", 55)

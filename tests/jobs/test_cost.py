@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tablebatch.api.dialects.anthropic import chat_completion, messages_params
+from tablebatch.api.dialects.anthropic_messages import chat_completion, messages_params
 from tablebatch.jobs.config import parse_config
 from tablebatch.jobs.cost import Meter, Tokens, cost_of, money
 from tablebatch.jobs.errors import ConfigError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tablebatch.api.dialects.anthropic import unsupported_params
+from tablebatch.api.dialects.anthropic_messages import unsupported_params
 from tablebatch.jobs.params import CHAT_COMPLETIONS_PARAMS, check_params, known_params
 
 

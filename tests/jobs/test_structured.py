@@ -12,7 +12,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from tablebatch.api.dialects.anthropic import messages_params
+from tablebatch.api.dialects.anthropic_messages import messages_params
 from tablebatch.io import write_table
 from tablebatch.jobs.metrics import multilabel_metrics
 from tablebatch.jobs.structured import Checker, arrow_type, file_schema, inline_schema, readable
