@@ -35,17 +35,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from job_scale import (
-    BATCH_SIZE,
-    CONFIG,
+from bench_procs import (
     BenchFailed,
     Finished,
-    dataset,
     run_measured,
     start_batch_server,
     start_prefect_server,
     stop,
 )
+from job_scale import BATCH_SIZE, CONFIG, dataset
 
 SEED = 20261202
 

@@ -295,6 +295,7 @@ def scale(rows: int, trees: dict[str, tuple[Path, Path, str | None]], work: Path
     no Prefect server started beforehand (a temporary one, on its warm Prefect home: the
     one kept from the sample runs for "now", a new one for "now, idle 0")."""
     sys.path.insert(0, str(HERE))
+    import bench_procs
     import job_scale
 
     data = job_scale.dataset(rows)
@@ -313,14 +314,14 @@ def scale(rows: int, trees: dict[str, tuple[Path, Path, str | None]], work: Path
             env.pop(key, None)
         here = work / f"scale-{label.replace(', ', '-').replace(' ', '-')}"
         here.mkdir(parents=True)
-        server, log = job_scale.start_batch_server(here / "server.db")
+        server, log = bench_procs.start_batch_server(here / "server.db")
         try:
             assert log.url is not None
             size = job_scale.BATCH_SIZE
             floor = job_scale.run_floor(log.url, data, here, size, env)
             job = job_scale.run_job(log.url, data, here, rows, size, {**env, "BENCH_KEY": "x"})
         finally:
-            job_scale.stop(server)
+            bench_procs.stop(server)
         print(
             f"  {label:<11} floor {floor.wall_s:6.2f} s (CPU {floor.cpu_s:6.2f} s)   tablebatch "
             f"{job.wall_s:6.2f} s (CPU {job.cpu_s:6.2f} s)   {job.wall_s / floor.wall_s:.2f}x "
