@@ -16,6 +16,7 @@ from flows.job import batch_job
 from tablebatch.api import BatchClient
 from tablebatch.jobs.cost import money
 from tablebatch.jobs.errors import JobFailed
+from tests.flows.configs import sentiment_job
 
 PROVIDERS = ("seed", "xai", "openai", "anthropic")
 GROK_4 = (3.00, 15.00, 0.5)  # tablebatch/data/prices.yaml: input, output, batch discount
@@ -31,20 +32,9 @@ def _reviews(n: int) -> str:
 
 
 def _job(name: str, **extra: object) -> dict:
-    return {
-        "name": name,
-        "kind": "classification",
-        "input": {"path": "data/reviews.csv", "id_column": "id"},
-        "prompt": {
-            "system": "You label the sentiment of product reviews.",
-            "template": "Is this review positive or negative?\n\n{text}",
-        },
-        "model": "grok-4",
-        "params": {"temperature": 0, "max_tokens": 16},
-        "labels": ["positive", "negative"],
-        "output": {"path": f"data/output/{name}.parquet"},
-        **extra,
-    }
+    """The sentiment job over ``_reviews`` (ids in ``id``)."""
+    ids = {"path": "data/reviews.csv", "id_column": "id"}
+    return sentiment_job(name, **{"input": ids, **extra})
 
 
 def _plan(capsys, config: Path, *args: str) -> str:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.job import batch_job
+from tests.flows.configs import sentiment_job
 
 PROVIDERS = ("seed", "xai", "openai", "anthropic")
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,22 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _sentiment(name: str, provider: str, **extra: object) -> dict:
     """configs/review-sentiment.yaml, with its API a local server in ``provider``'s dialect."""
-    return {
-        "name": name,
-        "kind": "classification",
-        "input": {"path": "data/reviews.csv", "id_column": "review_id"},
-        "prompt": {
-            "system": "You label the sentiment of product reviews.",
-            "template": "Is this review positive or negative?\n\n{text}",
-        },
-        "model": "grok-4",
-        "params": {"temperature": 0, "max_tokens": 16},
-        "labels": ["positive", "negative"],
-        "gold_column": "sentiment",
-        "api": {"provider": provider, "base_url": "local"},
-        "output": {"path": f"data/output/{name}.parquet"},
-        **extra,
-    }
+    api = {"provider": provider, "base_url": "local"}
+    return sentiment_job(name, **{"gold_column": "sentiment", "api": api, **extra})
 
 
 def _output(root: Path, name: str) -> pa.Table:
