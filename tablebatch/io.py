@@ -85,12 +85,7 @@ def _read_stream(
             groups = [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
         pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
         return pa.concat_tables(groups)
-    header: list[str] = []
-    if string_columns:  # the names alone, from a handle of their own: the streaming reader
-        # reads ahead in the background, and a read sharing its handle got torn rows
-        probe = pacsv.ReadOptions(use_threads=False)
-        with opener() as handle, pacsv.open_csv(handle, read_options=probe) as reader:
-            header = reader.schema.names
+    header = _csv_header(opener) if string_columns else []
     types = {c: pa.string() for c in string_columns if c in header}
     with opener() as handle:
         table = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=types))
@@ -101,6 +96,23 @@ def _read_stream(
             "as UTF-8."
         )
     return table
+
+
+def _csv_header(opener: Callable[[], Any]) -> list[str]:
+    """A CSV's column names, from its first line alone, read in this thread. (A streaming
+    reader reads ahead in the background, and some filesystems, fsspec's memory one, hand
+    every ``open`` the same file object: the look-ahead tore the rows of the real read.)"""
+    first = b""
+    with opener() as handle:
+        while b"\n" not in first:
+            block = handle.read(1 << 16)
+            if not block:
+                break
+            first += block
+    line = first.split(b"\n", 1)[0]
+    if not line.strip():
+        return []
+    return pacsv.read_csv(pa.BufferReader(line + b"\n")).schema.names
 
 
 def read_table(path: str, string_columns: list[str] | None = None) -> pa.Table:
