@@ -26,7 +26,7 @@ from tablebatch.jobs.attempts import StageOutcome
 from tablebatch.jobs.build import Sendable
 from tablebatch.jobs.naming import parse_batch_name, stage_prefix
 from tablebatch.jobs.rows import ATTEMPTS, best
-from tablebatch.jobs.submit import StageRun, checked, collect
+from tablebatch.jobs.submit import StageRun, checked, results_of
 from tablebatch.jobs.watch import wait_for
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
@@ -58,13 +58,13 @@ def discover(
     if look_only:  # what has ended (an xAI batch seen from another process stays pending)
         ended = [b for b in unstarted if not b.pending_count]
         started, unstarted = [b for b in started if b.is_terminal] + ended, []
-    tables = [t for t in (_read(client, run, b, items.ids, outcome) for b in started) if t]
+    tables = _read(client, run, started, items.ids, outcome)
     if unstarted:
         found = best(tables)
         pending = items.select(unanswered(items.ids, found, run.kind.retry_invalid))
         names = claimed(pending)
         left = [b for b in unstarted if b.name not in names]
-        tables += [t for t in (_read(client, run, b, items.ids, outcome) for b in left) if t]
+        tables += _read(client, run, left, items.ids, outcome)
     outcome.results = best(tables)
     outcome.exhausted = _exhausted(tables, run.config.batch.max_attempts)
     return outcome
@@ -86,30 +86,61 @@ def _exhausted(tables: list[pa.Table], max_attempts: int) -> pa.Array:
 def _read(
     client: BatchAPI,
     run: StageRun,
-    batch: Batch,
+    batches: list[Batch],
     ids: pa.Array | pa.ChunkedArray,
     outcome: StageOutcome,
-) -> pa.Table | None:
-    """The batch's results for ``ids`` once it has ended (None: it holds none of them)."""
-    ended = _ended(client, batch, run)
+) -> list[pa.Table]:
+    """The batches' results for ``ids`` once each has ended (batches that hold none of
+    them are left out). Their request ids are matched against ``ids`` in one pass (hashing
+    a million ids once, not once a batch), then only the batches that hold some are read
+    whole."""
+    ended = [_ended(client, batch, run) for batch in batches]
     with run.timings.timed("collect"):
-        table = checked(collect(client, ended, ids, missing_rows=False, cache=run.cache), run.kind)
-    if not table.num_rows:
-        return None
-    parsed = parse_batch_name(ended.name)
+        held: dict[int, pa.Table] = {}  # read from the API, where no cache keeps them
+        listed: list[pa.Array | pa.ChunkedArray] = []
+        for index, batch in enumerate(ended):
+            known = run.cache.request_ids(batch) if run.cache is not None else None
+            if known is None:
+                held[index] = results_of(client, batch, run.cache)
+                known = held[index]["custom_id"]
+            listed.append(known)
+        if not listed:
+            return []
+        mask = pc.is_in(pa.chunked_array(listed, pa.string()), value_set=ids)
+    tables, start = [], 0
+    for index, (batch, known) in enumerate(zip(ended, listed, strict=True)):
+        wanted = known.filter(mask.slice(start, len(known)))
+        start += len(known)
+        if not len(wanted):
+            continue
+        with run.timings.timed("collect"):
+            table = held.pop(index, None)
+            if table is None:  # kept by the cache: read whole now
+                table = results_of(client, batch, run.cache)
+            if len(wanted) < table.num_rows:  # results for requests this run does not send
+                table = table.filter(pc.is_in(table["custom_id"], value_set=wanted))
+            table = checked(table, run.kind)
+        tables.append(_found(run, batch, table, outcome))
+    return tables
+
+
+def _found(run: StageRun, batch: Batch, table: pa.Table, outcome: StageOutcome) -> pa.Table:
+    """A batch's results for the run: spooled, with the attempt that sent them; the batch
+    counted among the run's."""
+    parsed = parse_batch_name(batch.name)
     attempt = parsed.attempt if parsed else 1
     if run.spool is not None:
         table = run.spool.put(table)
     attempts = pa.array([attempt] * table.num_rows, pa.int32())
     outcome.batches.append(
         {
-            "id": ended.id,
-            "name": ended.name,
-            "status": ended.status,
+            "id": batch.id,
+            "name": batch.name,
+            "status": batch.status,
             "model": run.model,
             "stage": run.stage,
             "attempt": attempt,
-            "requests": ended.request_count,
+            "requests": batch.request_count,
             "earlier": True,  # sent by an earlier run (or one at the same time)
         }
     )

@@ -155,11 +155,12 @@ def best(tables: list[pa.Table]) -> pa.Table:
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return RUN_SCHEMA.empty_table()
-    if len(tables) == 1 and len(pc.unique(tables[0]["custom_id"])) == tables[0].num_rows:
-        return tables[0]
     both = pa.concat_tables(tables, promote_options="default")
     n = both.num_rows
-    rank = pa.array([_RANK.get(s, 5) for s in both["status"].to_pylist()], pa.int8())
+    if pc.count_distinct(both["custom_id"]).as_py() == n:  # one result per id already
+        return tables[0] if len(tables) == 1 else both
+    ranked_statuses = pa.array(list(_RANK), pa.string())
+    rank = pc.fill_null(pc.index_in(both["status"], value_set=ranked_statuses), len(_RANK))
     order = pa.array(range(n, 0, -1), pa.int64())  # later first
     keyed = pa.table({"id": both["custom_id"], "rank": rank, "order": order})
     ranked = pc.sort_indices(

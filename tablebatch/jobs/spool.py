@@ -48,13 +48,25 @@ class Spool:
         return slim.append_column("_row", pa.array(range(n), pa.int32()))
 
     def take(self, files: pa.Array, rows: pa.Array, column: str) -> pa.Array:
-        """``column`` of the results at ``(files[i], rows[i])``; null where the file is."""
-        out: pa.Array = pa.nulls(len(files), pa.string())
-        for number in pc.unique(files.drop_null()).to_pylist():
-            here = pc.fill_null(pc.equal(files, number), False)
-            values = self._read(number)[column].take(rows.filter(here))
-            out = pc.replace_with_mask(out, here, values.combine_chunks())
-        return out
+        """``column`` of the results at ``(files[i], rows[i])``; null where the file is.
+
+        Rows sorted by file, one take per file, then one take back into order: linear in
+        the rows however many files they come from (a mask per file over the whole chunk
+        made a million rows from a hundred files cost seconds)."""
+        order = pc.array_sort_indices(files, null_placement="at_end")  # by file, nulls last
+        valid = len(files) - files.null_count
+        if not valid:
+            return pa.nulls(len(files), pa.string())
+        runs = pc.run_end_encode(files.take(order.slice(0, valid)))
+        wanted = rows.take(order.slice(0, valid))
+        parts, start = [], 0
+        for end, number in zip(runs.run_ends.to_pylist(), runs.values.to_pylist(), strict=True):
+            values = self._read(number)[column].take(wanted.slice(start, end - start))
+            parts.extend(values.chunks)
+            start = end
+        values = pa.concat_arrays(parts).cast(pa.string())
+        back = pc.array_sort_indices(order)  # where each row's value is among ``values``
+        return values.take(pc.if_else(pc.less(back, valid), back, None))
 
     def _read(self, number: int) -> pa.Table:
         with self._lock:

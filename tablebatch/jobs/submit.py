@@ -217,11 +217,7 @@ def collect(
     time, in pages as large as the API takes, or from ``cache`` when an earlier run read the
     batch); requests with none get the batch's reason (with ``missing_rows``: a batch this
     run sent holds them all)."""
-    table = cache.get(batch) if cache is not None else None
-    if table is None:
-        table = _every_result(client, batch)
-        if cache is not None:
-            cache.put(batch, table)
+    table = results_of(client, batch, cache)
     # the batch's ids are the hashed side: an earlier run's batch is read for every row of
     # a million-row table, and hashing the table's ids once a batch cost 0.7 s a batch
     wanted = pc.is_in(custom_ids, value_set=table["custom_id"])
@@ -242,6 +238,17 @@ def collect(
             why = "no_result"
             text = f"missing: batch {batch.id} ({batch.status}) returned no result for this row"
         table = pa.concat_tables([table, no_answer(missing, "failed", why, text, batch.id)])
+    return table
+
+
+def results_of(client: BatchAPI, batch: Batch, cache: ResultCache | None = None) -> pa.Table:
+    """Every result of a finished batch: from ``cache`` when an earlier run kept them, else
+    read from the API (and kept)."""
+    table = cache.get(batch) if cache is not None else None
+    if table is None:
+        table = _every_result(client, batch)
+        if cache is not None:
+            cache.put(batch, table)
     return table
 
 
