@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import orjson
 import pyarrow as pa
@@ -286,3 +287,44 @@ def test_spooled_answers_join_chunk_by_chunk_as_in_memory(tmp_path) -> None:
         assert read_table(path)["answer"].to_pylist() == expected["answer"].to_pylist()
     spool.remove()
     assert not (tmp_path / "spool").exists()
+
+
+def test_spool_take_reads_rows_of_many_files_in_any_order_with_gaps(tmp_path: Path) -> None:
+    from tablebatch.jobs.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    slim = pa.concat_tables(
+        [
+            spool.put(
+                results_table(
+                    {
+                        "custom_id": [f"{f}-{i}" for i in range(30)],
+                        "status": ["completed"] * 30,
+                        "answer": [f"a{f}-{i}" for i in range(30)],
+                        "error": [None] * 30,
+                        "batch_id": [f"b{f}"] * 30,
+                        "prompt_tokens": [1] * 30,
+                        "completion_tokens": [1] * 30,
+                    }
+                )
+            )
+            for f in range(12)
+        ]
+    )
+    order = list(range(slim.num_rows))
+    random.Random(3).shuffle(order)
+    picked = slim.take(pa.array(order[:200]))
+    gaps = pa.array([i % 7 == 0 for i in range(200)])
+    files = pa.compute.if_else(gaps, None, picked["_file"].combine_chunks())
+    rows = picked["_row"].combine_chunks()
+    expected = [
+        None if gap else f"a{f}-{r}"
+        for gap, f, r in zip(
+            gaps.to_pylist(), picked["_file"].to_pylist(), rows.to_pylist(), strict=True
+        )
+    ]
+    assert spool.take(files, rows, "answer").to_pylist() == expected
+    assert spool.take(pa.nulls(2, pa.int32()), rows.slice(0, 2), "answer").to_pylist() == [
+        None,
+        None,
+    ]
