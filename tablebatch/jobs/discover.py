@@ -96,13 +96,15 @@ def _read(
     whole."""
     ended = [_ended(client, batch, run) for batch in batches]
     with run.timings.timed("collect"):
-        held: dict[int, pa.Table] = {}  # read from the API, where no cache keeps them
+        held: dict[int, pa.Table] = {}  # read from the API where no cache keeps them
         listed: list[pa.Array | pa.ChunkedArray] = []
         for index, batch in enumerate(ended):
             known = run.cache.request_ids(batch) if run.cache is not None else None
-            if known is None:
-                held[index] = results_of(client, batch, run.cache)
-                known = held[index]["custom_id"]
+            if known is None:  # read from the API now (and kept by the cache, if any)
+                table = results_of(client, batch, run.cache)
+                known = table["custom_id"]
+                if run.cache is None or run.cache.request_ids(batch) is None:
+                    held[index] = table  # nowhere else to read it again from
             listed.append(known)
         if not listed:
             return []
