@@ -123,7 +123,9 @@ def batch_job(
                 log=logger.info,
                 prices=prices,
             )
-            outcome = run_stages(run, table, lambda m: build_task(job, table, ids, m, timings))
+            outcome = run_stages(
+                run, table, lambda m: build_task(job, table, ids, m, timings, path)
+            )
         elapsed = time.perf_counter() - started
         report = write_task(job, table, outcome, path, timings, elapsed, prices)
     except WaitTimeoutError as exc:

@@ -14,6 +14,7 @@ from prefect.cache_policies import NONE
 
 from tablebatch.io import table_writer
 from tablebatch.jobs.config import JobConfig
+from tablebatch.jobs.identity import with_keys
 from tablebatch.jobs.join import join_chunks
 from tablebatch.jobs.pipeline import JobOutcome
 from tablebatch.jobs.prices import PriceTable
@@ -43,7 +44,8 @@ def write_task(
     timings.add("join", mark, time.perf_counter())
     slim: list[pa.Table] = []
     assert chunk is not None
-    with table_writer(path, chunk.schema) as write:
+    schema = with_keys(chunk.schema, config, [a.plan for a in outcome.per_model])  # next run's
+    with table_writer(path, schema) as write:
         while chunk is not None:
             with timings.timed("write"):
                 write(chunk)

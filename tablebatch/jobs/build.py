@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from tablebatch.api import Limits
 from tablebatch.jobs.errors import DataError
+from tablebatch.jobs.identity import PriorOutput
 from tablebatch.jobs.naming import batch_name, content_digest, piece_name
 from tablebatch.jobs.requests import Requests, Sendable
 from tablebatch.jobs.schema import JobConfig, template_fields
@@ -285,6 +286,7 @@ class Plan:
     custom_ids: pa.Array  # every row's: its request's id, or (left out) its row's
     rows: Rows  # one row per distinct request: what is sent
     skipped: dict[str, str] = field(default_factory=dict)  # custom_id -> why
+    known: int = 0  # rows whose request id the previous output told (not rendered to learn it)
 
     @cached_property
     def items(self) -> Requests:
@@ -312,15 +314,23 @@ BUILD_CHUNK = 50_000  # rows rendered at a time by ``Plan.items``
 
 
 def plan_requests(
-    table: pa.Table, config: JobConfig, ids: pa.Array, model: str, *, by_content: bool = True
+    table: pa.Table,
+    config: JobConfig,
+    ids: pa.Array,
+    model: str,
+    *,
+    by_content: bool = True,
+    prior: PriorOutput | None = None,
 ) -> Plan:
     """What to send to ``model``: a request per distinct request, except rows whose prompt
     is empty or whose request is too large (``skipped``, by their row's id).
 
     Every row's request is rendered to learn its id (``request_id``: a digest of what it
     sends), then dropped: rows that send the same request share one, and a run renders a
-    shard's requests again when it sends them. ``by_content=False`` skips that (rows keep
-    their row ids), for checks that only need to know whether anything can be sent."""
+    shard's requests again when it sends them. With ``prior`` (the previous output), a row
+    whose texts it holds unchanged keeps the id it had there, unrendered. ``by_content=False``
+    skips all that (rows keep their row ids), for checks that only need to know whether
+    anything can be sent."""
     renderer = Renderer(config, model)
     row_ids = custom_ids_for(ids)
     fields = [f for f in renderer.template.fields if f not in renderer.filled]
@@ -336,10 +346,36 @@ def plan_requests(
     keep = pc.indices_nonzero(pc.invert(empty))
     if not by_content:
         return Plan(model, row_ids, Rows(columns, row_ids.take(keep), renderer, keep), skipped)
-    # a chunk of rows at a time, into Arrow: no Python object per row outlives its chunk
+    known = prior.request_ids(table, ids, renderer, config) if prior is not None else None
+    per_kept = _identify(renderer, columns, row_ids, keep, known, skipped)
+    sent = pc.is_valid(per_kept)
+    rendered = pc.replace_with_mask(pc.invert(empty), pc.invert(empty), sent)  # rows with an id
+    custom_ids = pc.replace_with_mask(row_ids, rendered, per_kept.filter(sent))
+    by_request = pa.table({"id": per_kept.filter(sent), "row": keep.filter(sent)})
+    first = by_request.group_by("id", use_threads=False).aggregate([("row", "min")])
+    first = first.sort_by("row_min")  # each request, carried by its first row, in table order
+    carriers = first["row_min"].combine_chunks()
+    rows = Rows(columns, first["id"].combine_chunks(), renderer, carriers)
+    reused = 0 if known is None else len(known) - known.null_count
+    return Plan(model, custom_ids, rows, skipped, reused)
+
+
+def _identify(
+    renderer: Renderer,
+    columns: pa.Table,
+    row_ids: pa.Array,
+    keep: pa.Array,
+    known: pa.Array | None,
+    skipped: dict[str, str],
+) -> pa.Array:
+    """The request id of each row of ``keep`` (null: left out, why added to ``skipped``):
+    ``known``'s where it has one, else rendered, a chunk of rows at a time, into Arrow (no
+    Python object per row outlives its chunk)."""
+    have = None if known is None else known.take(keep)
+    todo = keep if have is None else keep.filter(pc.is_null(have))
     found: list[pa.Array] = []
-    for start in range(0, len(keep), BUILD_CHUNK):
-        rows = keep.slice(start, BUILD_CHUNK)
+    for start in range(0, len(todo), BUILD_CHUNK):
+        rows = todo.slice(start, BUILD_CHUNK)
         requests, reasons = renderer.identify(take(columns, rows))
         chunk = pa.array(requests, pa.string())
         if chunk.null_count:
@@ -351,16 +387,10 @@ def plan_requests(
             ]
             skipped |= dict(zip(left_out, why, strict=True))
         found.append(chunk)
-    per_kept = pa.concat_arrays(found) if found else pa.array([], pa.string())
-    sent = pc.is_valid(per_kept)
-    rendered = pc.replace_with_mask(pc.invert(empty), pc.invert(empty), sent)  # rows with an id
-    custom_ids = pc.replace_with_mask(row_ids, rendered, per_kept.filter(sent))
-    by_request = pa.table({"id": per_kept.filter(sent), "row": keep.filter(sent)})
-    first = by_request.group_by("id", use_threads=False).aggregate([("row", "min")])
-    first = first.sort_by("row_min")  # each request, carried by its first row, in table order
-    carriers = first["row_min"].combine_chunks()
-    rows = Rows(columns, first["id"].combine_chunks(), renderer, carriers)
-    return Plan(model, custom_ids, rows, skipped)
+    rendered = pa.concat_arrays(found) if found else pa.array([], pa.string())
+    if have is None or len(rendered) == 0:
+        return rendered if have is None else have
+    return pc.replace_with_mask(have, pc.is_null(have), rendered)
 
 
 def build_requests(table: pa.Table, config: JobConfig, ids: pa.Array, model: str) -> Plan:
