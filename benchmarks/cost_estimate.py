@@ -22,8 +22,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tablebatch.jobs.build import build_requests  # noqa: E402
 from tablebatch.jobs.config import load_config  # noqa: E402
+from tablebatch.jobs.plan import build_requests  # noqa: E402
 from tablebatch.jobs.preflight import read_input  # noqa: E402
 from tablebatch.jobs.tokens import FourChars, counter_for  # noqa: E402
 

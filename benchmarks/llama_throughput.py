@@ -45,8 +45,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.make_reviews import write_reviews  # noqa: E402
 from tablebatch.io import read_table  # noqa: E402
-from tablebatch.jobs.build import check_table, plan_requests  # noqa: E402
+from tablebatch.jobs.build import check_table  # noqa: E402
 from tablebatch.jobs.config import load_config  # noqa: E402
+from tablebatch.jobs.plan import plan_requests  # noqa: E402
 
 TARGET = 0.9
 POLL_S = 0.02

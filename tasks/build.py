@@ -7,9 +7,9 @@ import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tablebatch.jobs.build import Plan, plan_requests
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.identity import PriorOutput
+from tablebatch.jobs.plan import Plan, plan_requests
 from tablebatch.jobs.timing import Timings
 
 

@@ -157,7 +157,7 @@ def test_a_config_outside_the_project_says_which_root_it_uses(tmp_path: Path) ->
 
 
 def test_plan_show_prints_the_requests_as_they_would_be_sent() -> None:
-    from tablebatch.jobs.build import plan_requests
+    from tablebatch.jobs.plan import plan_requests
     from tablebatch.jobs.preflight import preflight
 
     result = _cli("plan", "configs/review-sentiment.yaml", "--show", "2")

@@ -181,10 +181,11 @@ def _check_backend(config: Any, backend: str | None) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Show what a run would send, and send nothing."""
     from tablebatch.api.dialects import limits_of
-    from tablebatch.jobs.build import plan_batches, plan_requests, within_limits
+    from tablebatch.jobs.build import within_limits
     from tablebatch.jobs.config import load_config, project_root
     from tablebatch.jobs.cost import Estimate, max_completion, mean_completion
     from tablebatch.jobs.errors import JobError
+    from tablebatch.jobs.plan import plan_batches, plan_requests
     from tablebatch.jobs.preflight import read_input
     from tablebatch.jobs.prices import load_prices
     from tablebatch.jobs.tokens import counter_for, request_tokens

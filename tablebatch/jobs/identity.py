@@ -32,7 +32,8 @@ from tablebatch.jobs.rows import OUTPUT_COLUMNS
 from tablebatch.jobs.text import as_text, id_texts
 
 if TYPE_CHECKING:
-    from tablebatch.jobs.build import Plan, Renderer
+    from tablebatch.jobs.build import Renderer
+    from tablebatch.jobs.plan import Plan
     from tablebatch.jobs.schema import JobConfig
 
 METADATA_KEY = b"tablebatch.request_keys"  # the output's: {model: renderer key}

@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tablebatch.jobs.build import Plan
 from tablebatch.jobs.kinds import Chunk
+from tablebatch.jobs.plan import Plan
 from tablebatch.jobs.rows import ATTEMPTS, CACHE_TOKENS, OUTPUT_COLUMNS, input_columns, no_answer
 from tablebatch.jobs.schema import JobConfig
 from tablebatch.jobs.spool import Spool, text_column

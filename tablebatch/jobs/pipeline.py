@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from tablebatch.api import BatchAPI, Limits, WaitTimeoutError
 from tablebatch.jobs.attempts import ProgressFor, SendShard, StageOutcome, Systemic, run_attempts
-from tablebatch.jobs.build import Plan, Sendable, shard_rows, within_limits
+from tablebatch.jobs.build import Sendable, shard_rows, within_limits
 from tablebatch.jobs.cost import (
     Meter,
     ShardCosts,
@@ -26,6 +26,7 @@ from tablebatch.jobs.discover import discover, unanswered
 from tablebatch.jobs.errors import BudgetRefused
 from tablebatch.jobs.guard import RunGuard
 from tablebatch.jobs.join import ModelAnswers
+from tablebatch.jobs.plan import Plan
 from tablebatch.jobs.prices import PriceTable, price_hint
 from tablebatch.jobs.result_cache import ResultCache
 from tablebatch.jobs.rows import as_stopped, best, unsent

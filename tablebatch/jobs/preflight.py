@@ -17,9 +17,10 @@ import orjson
 import pyarrow as pa
 
 from tablebatch.io import read_table, resolve
-from tablebatch.jobs.build import check_table, plan_requests
+from tablebatch.jobs.build import check_table
 from tablebatch.jobs.config import JobConfig, load_config, project_root
 from tablebatch.jobs.errors import ConfigError, DataError
+from tablebatch.jobs.plan import plan_requests
 
 
 @dataclass

@@ -113,8 +113,9 @@ def test_the_cap_stops_sending_mid_run_and_a_higher_cap_sends_only_the_rest(
     project, tmp_path, capsys
 ) -> None:
     from tablebatch.io import read_table
-    from tablebatch.jobs.build import build_requests, check_table
+    from tablebatch.jobs.build import check_table
     from tablebatch.jobs.config import load_config
+    from tablebatch.jobs.plan import build_requests
     from tablebatch.jobs.tokens import FourChars, request_tokens
 
     api = {"base_url": "local"}

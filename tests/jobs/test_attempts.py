@@ -15,9 +15,9 @@ import pytest
 
 from tablebatch.api import Batch
 from tablebatch.jobs.attempts import Systemic, check_budget, run_attempts
-from tablebatch.jobs.build import plan_requests
 from tablebatch.jobs.config import parse_config
 from tablebatch.jobs.naming import content_digest
+from tablebatch.jobs.plan import plan_requests
 from tablebatch.jobs.rows import RESULT_SCHEMA, no_answer, results_table
 from tablebatch.jobs.submit import Shard, ShardOutcome, StageRun
 

@@ -11,7 +11,6 @@ import pytest
 
 from tablebatch.jobs.build import (
     Requests,
-    build_requests,
     check_table,
     custom_id_for,
     request_id,
@@ -20,6 +19,7 @@ from tablebatch.jobs.build import (
 from tablebatch.jobs.config import parse_config
 from tablebatch.jobs.errors import DataError
 from tablebatch.jobs.join import ModelAnswers, join
+from tablebatch.jobs.plan import build_requests
 from tablebatch.jobs.rows import RESULT_SCHEMA, results_table
 
 
@@ -207,7 +207,7 @@ def test_ids_of_any_column_type_read_as_before() -> None:
 
 
 def test_rows_render_a_shard_at_a_time_as_a_whole_build_would() -> None:
-    from tablebatch.jobs.build import plan_requests
+    from tablebatch.jobs.plan import plan_requests
 
     config = _config(batch={"max_request_bytes": 400})
     table = pa.table(

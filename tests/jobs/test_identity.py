@@ -12,10 +12,11 @@ import pyarrow.compute as pc
 import pytest
 
 from tablebatch.io import table_writer
-from tablebatch.jobs.build import Plan, Renderer, check_table, plan_requests
+from tablebatch.jobs.build import Renderer, check_table
 from tablebatch.jobs.config import parse_config
 from tablebatch.jobs.identity import PriorOutput, with_keys
 from tablebatch.jobs.join import ModelAnswers, join
+from tablebatch.jobs.plan import Plan, plan_requests
 from tablebatch.jobs.rows import results_table
 from tablebatch.jobs.schema import JobConfig
 

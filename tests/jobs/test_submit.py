@@ -75,7 +75,7 @@ def _config(**batch: object):
 def _rows(config, n: int):
     import pyarrow as pa
 
-    from tablebatch.jobs.build import plan_requests
+    from tablebatch.jobs.plan import plan_requests
 
     table = pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"good {i}" for i in range(n)]})
     return plan_requests(table, config, table["id"].combine_chunks(), "m").rows
