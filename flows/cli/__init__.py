@@ -11,10 +11,11 @@
     tablebatch report CONFIG|OUTPUT [--open]      a run's HTML report, built again (no API call)
     tablebatch compare A B ... [--out PATH]       runs of one table side by side, in one page
 
-One module per command group (``jobs``, ``manage``, ``deploy``, ``server``, ``demo``);
-each registers its commands with ``add_parsers``. The commands hold no rules of their
-own: they parse, call the package, and print. Imports are kept inside the commands, so
-that ``tablebatch server`` starts without loading Prefect.
+One module per command group (``jobs``, ``plan``, ``manage``, ``deploy``, ``server``,
+``demo``, ``report``); each registers its commands with ``add_parsers`` (``plan``'s through
+``jobs``', which keeps ``run``, ``plan``, ``validate`` in that order). The commands hold no
+rules of their own: they parse, call the package, and print. Imports are kept inside the
+commands, so that ``tablebatch server`` starts without loading Prefect.
 """
 
 from __future__ import annotations

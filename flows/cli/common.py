@@ -1,10 +1,12 @@
-"""What every command shares: how an error is printed, Prefect kept quiet, a run's summary."""
+"""What every command shares: how an error is printed, Prefect kept quiet, a run's summary,
+the CONFIG|JOB argument."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -48,3 +50,33 @@ def summary(report: dict[str, Any]) -> str:
     from tablebatch.jobs.report import summary_text
 
     return summary_text(report)  # its second line: what this run sent, and what it reused
+
+
+def config_file(arg: str) -> Path:
+    """CONFIG|JOB as a config file (a job's name is looked up in configs/ of the project
+    here); says on stderr when it lies outside this project, and which folder its
+    relative paths use."""
+    from tablebatch.jobs.config import project_root
+    from tablebatch.jobs.lookup import find_config
+    from tablebatch.jobs.preflight import root_note
+
+    path = find_config(arg, project_root(Path.cwd() / "CONFIG"))
+    note = root_note(path)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return path
+
+
+CONFIG_HELP = "a job config (e.g. configs/review-sentiment.yaml) or a job's name in configs/"
+
+
+def config_arguments(command: Any) -> None:
+    """A command's CONFIG|JOB and its ``--set`` overrides (``run``, ``plan``)."""
+    command.add_argument("config", metavar="CONFIG|JOB", help=CONFIG_HELP)
+    command.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted, YAML value), e.g. --set batch.max_requests=500",
+    )
