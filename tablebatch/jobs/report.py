@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -41,38 +42,62 @@ def _counts(column: pa.ChunkedArray) -> dict[Any, int]:
     }
 
 
-def _behind(output: pa.Table) -> dict[str, int]:
+class Requests:
+    """Each output row's request as a number, so that "each request once" is a sum over
+    numbers in NumPy: grouping a million request ids in Arrow (``group_by``) held some
+    350 MB more at the report's peak, for two sums. Rows that share a request share its
+    number; rows with no request id share one more."""
+
+    def __init__(self, output: pa.Table) -> None:
+        ids = output["request_id"]
+        encoded = pc.dictionary_encode(
+            ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        )
+        self.distinct = len(encoded.dictionary) + (1 if encoded.null_count else 0)
+        self.index = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy()
+
+    def once(self, values: pa.ChunkedArray | pa.Array, rows: np.ndarray | None = None) -> int:
+        """The sum of ``values`` counting each request once (its largest value, as rows
+        that share a request share its answer and its tokens); ``rows``: a mask of rows."""
+        numbers = pc.fill_null(values, 0).to_numpy()
+        index = self.index
+        if rows is not None:
+            numbers, index = numbers[rows], index[rows]
+        largest = np.zeros(self.distinct + 1, np.int64)
+        np.maximum.at(largest, index, numbers)
+        return int(largest.sum())
+
+
+def _behind(output: pa.Table, requests: Requests | None = None) -> dict[str, int]:
     """The tokens behind the output's answers: each request once, however many rows share it."""
-    if "request_id" not in output.column_names:
+    if requests is None:
         return {
             "prompt": pc.sum(output.column("prompt_tokens")).as_py() or 0,
             "completion": pc.sum(output.column("completion_tokens")).as_py() or 0,
         }
-    each = output.select(["request_id", "prompt_tokens", "completion_tokens"]).group_by(
-        "request_id"
-    )
-    once = each.aggregate([("prompt_tokens", "max"), ("completion_tokens", "max")])
     return {
-        "prompt": pc.sum(once["prompt_tokens_max"]).as_py() or 0,
-        "completion": pc.sum(once["completion_tokens_max"]).as_py() or 0,
+        "prompt": requests.once(output["prompt_tokens"]),
+        "completion": requests.once(output["completion_tokens"]),
     }
 
 
-def _behind_by_model(output: pa.Table, config: JobConfig) -> dict[str, Tokens]:
+def _behind_by_model(
+    output: pa.Table, config: JobConfig, requests: Requests | None = None
+) -> dict[str, Tokens]:
     """The tokens behind the output's answers, by model, each request once (the answers of
     a second stage, a judge, are not in the output's rows)."""
     models = config.model_names
     by_model = "model" in output.column_names and len(models) > 1
     out: dict[str, Tokens] = {}
     for model in models:
-        rows = output.filter(pc.equal(output["model"], model)) if by_model else output
-        columns = [c for c in TOKEN_COLUMNS if c in rows.column_names]
-        if "request_id" in rows.column_names:
-            once = rows.select(["request_id", *columns]).group_by("request_id")
-            rows = once.aggregate([(c, "max") for c in columns]).rename_columns(
-                ["request_id", *columns]
-            )
-        out[model] = Tokens.of(rows)
+        rows = pc.equal(output["model"], model).to_numpy(zero_copy_only=False) if by_model else None
+        columns = [c for c in TOKEN_COLUMNS if c in output.column_names]
+        if requests is not None:
+            sums = {TOKEN_COLUMNS[c]: requests.once(output[c], rows) for c in columns}
+        else:
+            part = output if rows is None else output.filter(pa.array(rows))
+            sums = {TOKEN_COLUMNS[c]: int(pc.sum(part[c]).as_py() or 0) for c in columns}
+        out[model] = Tokens(**sums)
         if not by_model:
             break
     return out
@@ -83,13 +108,14 @@ def cost_section(
     output: pa.Table,
     spend: dict[str, Tokens] | None,
     prices: PriceTable,
+    requests: Requests | None = None,
 ) -> dict[str, Any]:
     """The report's ``cost``: what this run's requests cost at batch prices (the API's token
     counts) and at real-time prices, what the answers behind the output cost (answers
     reused from earlier runs included), per output row, the cached prompt tokens, and the
     prices used. A model with no price makes its costs ``None`` (unknown), never 0."""
     spend = spend or {}
-    behind = _behind_by_model(output, config)
+    behind = _behind_by_model(output, config, requests)
     this_run: float | None = 0.0
     realtime: float | None = 0.0
     behind_cost: float | None = 0.0
@@ -134,14 +160,16 @@ def cost_section(
     }
 
 
-def _requests(output: pa.Table, requests: dict[str, int] | None) -> dict[str, int]:
+def _requests(
+    output: pa.Table, requests: dict[str, int] | None, numbered: Requests | None
+) -> dict[str, int]:
     """Rows and requests: sent by this run, found on the API (earlier runs), and
     rows that share another row's request (and so its answer)."""
     out = dict(requests or {})
-    if "shared_with" in output.column_names:
+    if "shared_with" in output.column_names and numbered is not None:
         sharing = pc.fill_null(output["shared_with"], 0)
         out["shared_rows"] = int(pc.sum(pc.greater(sharing, 0)).as_py() or 0)
-        out["distinct"] = len(pc.unique(output["request_id"]))
+        out["distinct"] = numbered.distinct
     return out
 
 
@@ -161,6 +189,7 @@ def build_report(
     and what it found already on the API; ``tokens_this_run``: what this run's requests
     used, where ``tokens`` is what the output's answers took, each request once;
     ``spend``: this run's tokens by model, priced with ``prices`` in ``cost``)."""
+    numbered = Requests(output) if "request_id" in output.column_names else None
     report: dict[str, Any] = {
         "job": config.name,
         "kind": config.kind,
@@ -169,8 +198,8 @@ def build_report(
         "input_rows": table.num_rows,
         "output_rows": output.num_rows,
         "rows_by_status": _counts(output.column("status")),
-        "requests": _requests(output, requests),
-        "tokens": _behind(output),
+        "requests": _requests(output, requests, numbered),
+        "tokens": _behind(output, numbered),
         "tokens_this_run": tokens_this_run,
         "attempts": {str(k): v for k, v in sorted(_counts(output.column("attempts")).items())},
         "batches": batches,
@@ -178,7 +207,7 @@ def build_report(
     if tokens_this_run is None:
         del report["tokens_this_run"]
     if prices is not None:
-        report["cost"] = cost_section(config, output, spend, prices)
+        report["cost"] = cost_section(config, output, spend, prices, numbered)
     report |= config.kind_impl.report(table, output)
     return report
 
