@@ -9,8 +9,10 @@ Here each chunk gives the rows it holds, and only those rows are put together.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from itertools import pairwise
+from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,18 +34,25 @@ def take(data: Data, indices: pa.Array | pa.ChunkedArray) -> Data:
         where = pc.if_else(valid, slot, pa.scalar(None, pa.int64()))
         single = taken.combine_chunks() if isinstance(taken, pa.Table) else taken
         return single.take(where)
-    parts: list[pa.RecordBatch | pa.Array] = []
-    where: list[pa.Array] = []
-    start = 0
-    for chunk in chunks:
-        end = start + len(chunk)
-        inside = pc.and_(pc.greater_equal(indices, start), pc.less(indices, end))
-        if pc.any(inside).as_py():
-            parts.append(chunk.take(pc.subtract(indices.filter(inside), start)))
-            where.append(pc.indices_nonzero(inside))
-        start = end
-    if len(indices) and sum(len(w) for w in where) != len(indices):
-        raise IndexError(f"index out of bounds for {start} rows")
+    return _take_sorted(data, chunks, indices.to_numpy(zero_copy_only=False).astype(np.int64))
+
+
+def _take_sorted(data: Data, chunks: list[Any], at: np.ndarray) -> Data:
+    """The rows ``at`` (no nulls): each index is put with its chunk in one sort of the chunk
+    numbers, each chunk gives its rows, and one take puts them back in order (none if the
+    indices were already in chunk order, as a slice's are)."""
+    ends = np.cumsum([len(chunk) for chunk in chunks])
+    if len(at) and (at.min() < 0 or at.max() >= ends[-1]):
+        raise IndexError(f"index out of bounds for {int(ends[-1])} rows")
+    which = np.searchsorted(ends, at, side="right")
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(chunks) + 1))
+    starts = np.concatenate([[0], ends[:-1]])
+    parts = [
+        chunks[k].take(pa.array(at[order[lo:hi]] - starts[k]))
+        for k, (lo, hi) in enumerate(pairwise(bounds))
+        if hi > lo
+    ]
     if isinstance(data, pa.Table):
         if not parts:
             return data.slice(0, 0)
@@ -52,6 +61,13 @@ def take(data: Data, indices: pa.Array | pa.ChunkedArray) -> Data:
         if not parts:
             return data.slice(0, 0)
         joined = pa.concat_arrays(parts)
-    order = pc.sort_indices(pa.concat_arrays(where))  # each row back to its place
-    taken = joined.take(order)
-    return taken if isinstance(data, pa.Table) else pa.chunked_array([taken], data.type)
+    if not _in_order(order):
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        joined = joined.take(pa.array(back))
+    return joined if isinstance(data, pa.Table) else pa.chunked_array([joined], data.type)
+
+
+def _in_order(order: np.ndarray) -> bool:
+    """Whether a permutation leaves everything in place."""
+    return bool(len(order) < 2 or (np.diff(order) == 1).all())

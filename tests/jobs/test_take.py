@@ -40,3 +40,9 @@ def test_an_index_out_of_bounds_is_an_error() -> None:
     table = _chunked(10, [5, 5])
     with pytest.raises(IndexError):
         take(table, pa.array([3, 10]))
+
+
+def test_unsigned_indices_as_sort_indices_gives() -> None:
+    table = _chunked(10, [4, 6])
+    indices = pa.array([9, 0, 5], pa.uint64())
+    assert take(table, indices).equals(table.take(indices))
