@@ -29,8 +29,11 @@ def _table(seed: int, rows: int = 2_000) -> pa.Table:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_each_request_counts_once_as_group_by_counts_it(seed: int) -> None:
+@pytest.mark.parametrize("shared_with", [True, False])
+def test_each_request_counts_once_as_group_by_counts_it(seed: int, shared_with: bool) -> None:
     table = _table(seed)
+    if not shared_with:  # an output of before the column: every id numbered
+        table = table.drop_columns(["shared_with"])
     chunked = pa.concat_tables([table.slice(0, 700), table.slice(700)])  # two chunks
     once = chunked.group_by("request_id").aggregate(
         [("prompt_tokens", "max"), ("completion_tokens", "max")]
@@ -41,7 +44,8 @@ def test_each_request_counts_once_as_group_by_counts_it(seed: int) -> None:
         "completion": pc.sum(once["completion_tokens_max"]).as_py(),
     }
     assert numbered.distinct == len(pc.unique(table["request_id"]))  # nulls: one more
-    assert _requests(chunked, {"sent": 5}, numbered)["distinct"] == numbered.distinct
+    if shared_with:
+        assert _requests(chunked, {"sent": 5}, numbered)["distinct"] == numbered.distinct
     rows = np.arange(table.num_rows) % 2 == 0  # a mask, as for one model of several
     half = table.filter(pa.array(rows)).group_by("request_id").aggregate([("prompt_tokens", "max")])
     assert (
