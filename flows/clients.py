@@ -16,7 +16,6 @@ from tablebatch.api.dialects import open_batch_api
 from tablebatch.api.http import api_key_from_env
 from tablebatch.io import resolve
 from tablebatch.jobs.config import JobConfig
-from tablebatch.server import ServerSettings, serve_in_thread
 
 ANTHROPIC_LEDGER = ".tablebatch/anthropic-batches.jsonl"
 
@@ -63,6 +62,9 @@ def open_client(
         with open_batch_api(api.provider, api.base_url, key, key_source=source, **options) as c:
             yield c
         return
+    # the local server (FastAPI, uvicorn: ~0.2 s of imports) only for a run that uses it
+    from tablebatch.server import ServerSettings, serve_in_thread
+
     provider = api.provider if api is not None else "seed"
     folder = root / ".tablebatch"
     folder.mkdir(exist_ok=True)
