@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 
 import pytest
 
@@ -176,3 +178,58 @@ def test_the_watcher_gives_up_after_max_wait(server_factory) -> None:
         with pytest.raises(WaitTimeoutError) as caught:
             BatchWatcher(client, "slow--a1--", config).wait(batch)
         assert caught.value.batch.id == batch.id and caught.value.waited_s >= 0.3
+
+
+def test_the_watcher_polls_when_a_batch_should_end_not_after_the_backoff() -> None:
+    from tablebatch.api import Batch
+    from tablebatch.jobs.watch import BatchWatcher
+
+    # a server that ends 1,000 requests a second from 1 s on, batch after batch: the first
+    # of two 10,000-request batches ends at 11 s, the second at 21 s; the backoff alone
+    # (sleeps of 1 s, 1.5, 2.25, ... up to 60 s) looks at 8.1 s, 18.6 s, then 30 s
+    now = [0.0]
+    looks: list[float] = []  # when the watcher listed
+
+    def at(t: float, n: int) -> Batch:
+        done = min(10_000, max(0, int(1000 * (t - 1.0)) - 10_000 * n))
+        status = "completed" if done == 10_000 else "processing"
+        return Batch(
+            id=f"b{n}",
+            name=f"w--a1--s{n}",
+            status=status,
+            request_count=10_000,
+            completed_count=done,
+        )
+
+    class Listing:
+        lists_by_prefix = True
+
+        def iter_batches(self, **params):
+            looks.append(now[0])
+            return iter([at(now[0], 0), at(now[0], 1)])
+
+    def sleep(seconds: float) -> None:
+        deadline = time.monotonic() + 10
+        while len(watcher._waiting) < 2 and not ended and time.monotonic() < deadline:
+            time.sleep(0.001)  # both wait from the start: the fake clock runs only then
+        now[0] += seconds
+
+    config = _config(poll_interval_s=1.0, max_poll_interval_s=60.0)
+    watcher = BatchWatcher(Listing(), "w--a1--", config, clock=lambda: now[0], sleep=sleep)
+    ended: list[Batch] = []
+    threads = [
+        threading.Thread(target=lambda b=b: ended.append(watcher.wait(b)))
+        for b in (at(0.0, 0), at(0.0, 1))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(b.status for b in ended) == ["completed", "completed"]
+    assert next(t for t in looks if t >= 11.0) == pytest.approx(
+        11.0, abs=0.01
+    )  # as the first ended
+    assert next(t for t in looks if t >= 21.0) == pytest.approx(21.0, abs=0.01)  # as the second did
+    assert looks[:3] == [0.0, 1.0, 2.5]  # no pace seen yet: the backoff
+    gaps = [b - a for a, b in itertools.pairwise(looks)]
+    assert all(g >= 1.0 - 1e-9 for g in gaps)  # never sooner than poll_interval_s
