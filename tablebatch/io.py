@@ -115,8 +115,39 @@ def _csv_header(opener: Callable[[], Any]) -> list[str]:
     return pacsv.read_csv(pa.BufferReader(line + b"\n")).schema.names
 
 
+_handed: dict[tuple[Any, ...], pa.Table] = {}  # at most one table, until it is read
+
+
+def _file_key(path: str, string_columns: list[str] | None) -> tuple[Any, ...] | None:
+    """What tells a local file's content apart (None for a URL, a glob, no such file)."""
+    if "://" in path or any(c in path for c in "*?["):
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    columns = tuple(string_columns or [])
+    return (os.path.abspath(path), columns, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def hand_over(path: str, string_columns: list[str] | None, table: pa.Table) -> None:
+    """Keep ``table``, just read from the local file ``path``, for this process's next
+    ``read_table`` of that file while it is unchanged (same size, time and inode): the
+    run's flow then takes the table its command checked before Prefect started, not a
+    second read of it. Held once, until that read (or the next hand-over)."""
+    key = _file_key(path, string_columns)
+    _handed.clear()
+    if key is not None:
+        _handed[key] = table
+
+
 def read_table(path: str, string_columns: list[str] | None = None) -> pa.Table:
-    """Read a CSV/Parquet file, a glob of them, or an fsspec URL into one table."""
+    """Read a CSV/Parquet file, a glob of them, or an fsspec URL into one table (a table
+    handed over for the same unchanged file: that one, once)."""
+    if _handed:
+        key = _file_key(path, string_columns)
+        if key is not None and key in _handed:
+            return _handed.pop(key)
     paths = [path]
     if "://" not in path and any(c in path for c in "*?["):
         paths = sorted(glob.glob(path))

@@ -63,3 +63,23 @@ def test_a_csv_of_many_blocks_reads_whole(tmp_path: Path, where: str) -> None:
             f"k{i:07d}" for i in range(0, 150_000, 10_000)
         ]
         assert pc.all(pc.starts_with(table.column("text"), "good and bad, item ")).as_py()
+
+
+def test_a_handed_over_table_is_read_once_while_its_file_is_unchanged(tmp_path) -> None:
+    import os
+
+    from tablebatch.io import hand_over, read_table
+
+    path = tmp_path / "rows.csv"
+    path.write_text("id,text\n1,a\n2,b\n")
+    checked = read_table(str(path), ["id"])
+    hand_over(str(path), ["id"], checked)
+    assert read_table(str(path), ["id"]) is checked  # the flow takes the command's table
+    assert read_table(str(path), ["id"]) is not checked  # once: then it is read again
+    hand_over(str(path), ["id"], checked)
+    assert read_table(str(path), []) is not checked  # read otherwise: read anew
+    hand_over(str(path), ["id"], checked)
+    path.write_text("id,text\n1,a\n2,b\n3,c\n")  # the file changed since the check
+    os.utime(path, ns=(1, 1))
+    changed = read_table(str(path), ["id"])
+    assert changed is not checked and changed.num_rows == 3
