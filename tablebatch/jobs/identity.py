@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tablebatch.jobs.rows import OUTPUT_COLUMNS
+from tablebatch.jobs.take import take
 from tablebatch.jobs.text import as_text, id_texts
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class PriorOutput:
             same = pc.fill_null(pc.starts_with(batch["request_id"], "k-"), False)
             same = pc.and_(same, pc.is_valid(at))
             for column, name in named.items():
-                ours = _flat(pc.take(texts[column], pc.fill_null(at, 0)))
+                ours = _flat(take(texts[column], pc.fill_null(at, 0)))  # not whole: take.py
                 theirs = pc.fill_null(as_text(batch[name]), "")
                 same = pc.and_(same, pc.fill_null(pc.equal(ours, theirs), False))
             rows.append(at.filter(same))

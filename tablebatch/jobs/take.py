@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-Data = TypeVar("Data", pa.Table, pa.ChunkedArray)
+Data = TypeVar("Data", pa.Table, pa.ChunkedArray, pa.Array)
 
 
 def take(data: Data, indices: pa.Array | pa.ChunkedArray) -> Data:
@@ -24,6 +24,8 @@ def take(data: Data, indices: pa.Array | pa.ChunkedArray) -> Data:
     ``data``."""
     if isinstance(indices, pa.ChunkedArray):
         indices = indices.combine_chunks()
+    if isinstance(data, pa.Array):  # one chunk already
+        return data.take(indices)
     chunks = data.to_batches() if isinstance(data, pa.Table) else data.chunks
     if len(chunks) <= 1:
         return data.take(indices)

@@ -83,3 +83,24 @@ def test_a_handed_over_table_is_read_once_while_its_file_is_unchanged(tmp_path) 
     os.utime(path, ns=(1, 1))
     changed = read_table(str(path), ["id"])
     assert changed is not checked and changed.num_rows == 3
+
+
+@pytest.mark.parametrize("rows, group", [(0, None), (5, None), (150_000, None), (150_000, 40_000)])
+def test_parquet_read_in_batches_is_the_whole_table(tmp_path: Path, rows: int, group: int) -> None:
+    """Read a batch at a time (one row group of 150,000 rows is three batches), the table
+    is the file's: its rows, types, nulls, nested values and schema metadata."""
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "id": [f"r{i}" for i in range(rows)],
+            "n": [None if i % 7 == 0 else i for i in range(rows)],
+            "tags": [[str(i % 3)] * (i % 3) for i in range(rows)],
+        }
+    ).replace_schema_metadata({"origin": "test"})
+    path = tmp_path / "rows.parquet"
+    pq.write_table(table, path, row_group_size=group)
+    read = read_table(str(path))
+    assert read.equals(pq.read_table(path))
+    assert read.schema.metadata == pq.read_table(path).schema.metadata
+    assert read.num_rows == rows

@@ -46,3 +46,8 @@ def test_unsigned_indices_as_sort_indices_gives() -> None:
     table = _chunked(10, [4, 6])
     indices = pa.array([9, 0, 5], pa.uint64())
     assert take(table, indices).equals(table.take(indices))
+
+
+def test_a_plain_array_is_taken_as_arrow_takes_it() -> None:
+    values = pa.array(["a", "b", "c"])
+    assert take(values, pa.array([2, None, 0])).to_pylist() == ["c", None, "a"]
