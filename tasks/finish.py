@@ -54,6 +54,7 @@ def write_task(
             chunk = next(chunks, None)
             timings.add("join", mark, time.perf_counter())
     slim_table = pa.concat_tables(slim)
+    pa.default_memory_pool().release_unused()  # the joined chunks (jobs.plan.RELEASE)
     report = build_report(
         config,
         table,

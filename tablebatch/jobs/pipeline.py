@@ -251,7 +251,9 @@ def _stage(
         stage = exc.outcome or StageOutcome(best([]))
     outcome.add(stage)
     outcome.spent(stage.paid, run.model)
-    return best([found.results, stage.results])
+    results = best([found.results, stage.results])
+    pa.default_memory_pool().release_unused()  # the shards' results, merged (plan.RELEASE)
+    return results
 
 
 def _first_names(run: StageRun, pending: Sendable) -> set[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -110,6 +111,10 @@ class Plan:
 
 
 BUILD_CHUNK = 50_000  # rows rendered at a time by ``Plan.items``
+# RELEASE: Arrow's allocator keeps what a step freed for its next allocations rather than
+# give it back (with mimalloc, Arrow's default, 170 MB of RSS after planning a million
+# rows, held to the end of the run), so a step that frees much hands it back
+# (``release_unused``: a few ms).
 
 
 def plan_requests(
@@ -150,13 +155,22 @@ def plan_requests(
     sent = pc.is_valid(per_kept)
     rendered = pc.replace_with_mask(pc.invert(empty), pc.invert(empty), sent)  # rows with an id
     custom_ids = pc.replace_with_mask(row_ids, rendered, per_kept.filter(sent))
-    by_request = pa.table({"id": per_kept.filter(sent), "row": keep.filter(sent)})
-    first = by_request.group_by("id", use_threads=False).aggregate([("row", "min")])
-    first = first.sort_by("row_min")  # each request, carried by its first row, in table order
-    carriers = first["row_min"].combine_chunks()
-    rows = Rows(columns, first["id"].combine_chunks(), renderer, carriers)
+    ids, carriers = _first_rows(per_kept.filter(sent), keep.filter(sent))
+    rows = Rows(columns, ids, renderer, carriers)
     reused = 0 if known is None else len(known) - known.null_count
+    pa.default_memory_pool().release_unused()  # see RELEASE
     return Plan(model, custom_ids, rows, skipped, reused)
+
+
+def _first_rows(request_ids: pa.Array, rows: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Each distinct request id and its first row (the row that carries it), in table order
+    (``rows`` ascending). ``dictionary_encode`` numbers the ids in order of first appearance,
+    so the first row of each number is a NumPy ``unique``: at a million rows this held
+    160 MB less RSS than an Arrow group_by and sort, which kept it to the end of the run."""
+    encoded = pc.dictionary_encode(request_ids)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)  # by number: in order of appearance
+    return encoded.dictionary, rows.take(pa.array(first))
 
 
 def _identify(
