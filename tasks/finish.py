@@ -20,7 +20,6 @@ from tablebatch.jobs.pipeline import JobOutcome
 from tablebatch.jobs.prices import PriceTable
 from tablebatch.jobs.report import build_report, report_columns, report_markdown, table_rows
 from tablebatch.jobs.timing import Timings
-from tablebatch.report.build import artifact, write_html
 from tablebatch.report.run import Run, columns_of
 
 
@@ -85,6 +84,10 @@ def write_task(
 def html_report(report: dict[str, Any], path: str) -> tuple[str, str] | None:
     """Write ``<output>.report.html``; return the charts artifact (markdown, description). A chart
     that cannot be drawn costs the page, not the run (`tablebatch report` draws it again)."""
+    # here, not at the top: the flow's import need not wait for altair (~0.2 s); the CLI
+    # imports it while the batches run (flows/cli/jobs.py)
+    from tablebatch.report.build import artifact, write_html
+
     try:
         html = write_html(report, path)
         return artifact(Run.of(report, path), html)
