@@ -3,6 +3,7 @@ never one a row)."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -45,6 +46,7 @@ def shard_task(client: BatchAPI, shard: Shard) -> ShardOutcome:
             )
 
     outcome = send_shard(client, shard, on_progress)
+    pa.default_memory_pool().release_unused()  # its renders and reads (jobs.plan.RELEASE)
     failed = pc.sum(pc.equal(outcome.results["status"], "failed")).as_py() or 0
     logger.info(
         "%s: %d request(s) sent now, %d result(s), %d failed",

@@ -28,6 +28,11 @@ def report_columns(chunk: pa.Table, config: JobConfig) -> pa.Table:
     drop = {*LONG_TEXTS, *kind.long_columns()}
     keep = [n for n in output_types(config) if n in chunk.column_names and n not in drop]
     slim = chunk.select(keep)
+    if "shared_with" in keep and "request_id" in keep:  # only a shared id is counted by id
+        alone = pc.equal(pc.fill_null(chunk["shared_with"], 1), 0)
+        every = pa.array(np.arange(chunk.num_rows))  # a take keeps only the ids it takes
+        ids = chunk["request_id"].take(pc.if_else(alone, pa.scalar(None, pa.int64()), every))
+        slim = slim.set_column(slim.schema.get_field_index("request_id"), "request_id", ids)
     for name, values in kind.slim(chunk).items():
         slim = slim.append_column(name, values)
     return slim
@@ -55,7 +60,7 @@ class Requests:
         ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
         self.alone: np.ndarray | None = None
         if "shared_with" in output.column_names:
-            alone = pc.and_(pc.equal(pc.fill_null(output["shared_with"], 1), 0), pc.is_valid(ids))
+            alone = pc.equal(pc.fill_null(output["shared_with"], 1), 0)  # its id: not needed
             self.alone = alone.to_numpy(zero_copy_only=False)
             ids = ids.filter(pa.array(~self.alone))
         encoded = pc.dictionary_encode(ids)

@@ -62,9 +62,9 @@ class Spool:
         parts, start = [], 0
         for end, number in zip(runs.run_ends.to_pylist(), runs.values.to_pylist(), strict=True):
             values = self._read(number)[column].take(wanted.slice(start, end - start))
-            parts.extend(values.chunks)
+            parts.extend(chunk.cast(pa.string()) for chunk in values.chunks)
             start = end
-        values = pa.concat_arrays(parts).cast(pa.string())
+        values = pa.concat_arrays(parts)
         back = pc.array_sort_indices(order)  # where each row's value is among ``values``
         return values.take(pc.if_else(pc.less(back, valid), back, None))
 
@@ -73,7 +73,9 @@ class Spool:
             if number in self._cache:
                 self._cache.move_to_end(number)
                 return self._cache[number]
-        table = pq.read_table(self._path(number))
+        # a file's rows share one batch id or a few: kept once (a million rows' ids were
+        # 30 MB of the cache), made text again a chunk of output rows at a time
+        table = pq.read_table(self._path(number), read_dictionary=["batch_id"])
         with self._lock:
             if number not in self._cache:
                 self._cache[number] = table

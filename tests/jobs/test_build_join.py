@@ -302,7 +302,7 @@ def test_spool_take_reads_rows_of_many_files_in_any_order_with_gaps(tmp_path: Pa
                         "status": ["completed"] * 30,
                         "answer": [f"a{f}-{i}" for i in range(30)],
                         "error": [None] * 30,
-                        "batch_id": [f"b{f}"] * 30,
+                        "batch_id": [f"b{f}-{i % 2}" for i in range(30)],  # a file, 2 batches
                         "prompt_tokens": [1] * 30,
                         "completion_tokens": [1] * 30,
                     }
@@ -324,6 +324,12 @@ def test_spool_take_reads_rows_of_many_files_in_any_order_with_gaps(tmp_path: Pa
         )
     ]
     assert spool.take(files, rows, "answer").to_pylist() == expected
+    batches = spool.take(files, rows, "batch_id")  # kept as a dictionary, given as text
+    assert batches.type == pa.string()
+    assert batches.to_pylist() == [
+        None if a is None else f"b{a[1:].split('-')[0]}-{int(a.split('-')[1]) % 2}"
+        for a in expected
+    ]
     assert spool.take(pa.nulls(2, pa.int32()), rows.slice(0, 2), "answer").to_pylist() == [
         None,
         None,

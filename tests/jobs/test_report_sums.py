@@ -56,3 +56,17 @@ def test_each_request_counts_once_as_group_by_counts_it(seed: int, shared_with: 
 def test_no_rows() -> None:
     table = _table(1).slice(0, 0)
     assert _behind(table, Requests(table)) == {"prompt": 0, "completion": 0}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_ids_of_rows_alone_are_not_needed(seed: int) -> None:
+    """The report's slim columns drop the request id of a row alone with its request (as
+    ``report_columns`` does): the sums and the distinct count stay the same."""
+    table = _table(seed)
+    alone = pc.equal(table["shared_with"], 0)
+    slim = table.set_column(
+        0, "request_id", pc.if_else(alone, pa.scalar(None, pa.string()), table["request_id"])
+    )
+    full, slimmed = Requests(table), Requests(slim)
+    assert slimmed.distinct == full.distinct
+    assert _behind(slim, slimmed) == _behind(table, full)
