@@ -143,8 +143,9 @@ def _csv_header(opener: Callable[[], Any]) -> list[str]:
 _handed: dict[tuple[Any, ...], pa.Table] = {}  # at most one table, until it is read
 
 
-def _file_key(path: str, string_columns: list[str] | None) -> tuple[Any, ...] | None:
-    """What tells a local file's content apart (None for a URL, a glob, no such file)."""
+def file_key(path: str, string_columns: list[str] | None) -> tuple[Any, ...] | None:
+    """What tells a local file's content apart (None for a URL, a glob, no such file):
+    taken before a read, it says whether the file is still the one read (``hand_over``)."""
     if "://" in path or any(c in path for c in "*?["):
         return None
     try:
@@ -152,27 +153,34 @@ def _file_key(path: str, string_columns: list[str] | None) -> tuple[Any, ...] | 
     except OSError:
         return None
     columns = tuple(string_columns or [])
-    return (os.path.abspath(path), columns, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    times = (stat.st_mtime_ns, stat.st_ctime_ns)
+    return (os.path.abspath(path), columns, stat.st_ino, stat.st_size, *times)
 
 
-def hand_over(path: str, string_columns: list[str] | None, table: pa.Table) -> None:
-    """Keep ``table``, just read from the local file ``path``, for this process's next
-    ``read_table`` of that file while it is unchanged (same size, time and inode): the
-    run's flow then takes the table its command checked before Prefect started, not a
-    second read of it. Held once, until that read (or the next hand-over)."""
-    key = _file_key(path, string_columns)
+def hand_over(
+    path: str, string_columns: list[str] | None, table: pa.Table, read_key: tuple[Any, ...] | None
+) -> None:
+    """Keep ``table``, read from the local file ``path`` when its ``file_key`` was
+    ``read_key``, for this process's next ``read_table`` of that file while it is
+    unchanged (same size, times and inode, before the read as now): the run's flow then
+    takes the table its command checked before Prefect started, not a second read of it.
+    A file that changed during or since that read is read again. Held once, until the
+    next ``read_table`` (or hand-over)."""
+    key = file_key(path, string_columns)
     _handed.clear()
-    if key is not None:
+    if key is not None and key == read_key:
         _handed[key] = table
 
 
 def read_table(path: str, string_columns: list[str] | None = None) -> pa.Table:
     """Read a CSV/Parquet file, a glob of them, or an fsspec URL into one table (a table
     handed over for the same unchanged file: that one, once)."""
-    if _handed:
-        key = _file_key(path, string_columns)
-        if key is not None and key in _handed:
-            return _handed.pop(key)
+    if _handed:  # the next read takes it or drops it: never held for the whole run
+        key = file_key(path, string_columns)
+        handed = _handed.pop(key, None) if key is not None else None
+        _handed.clear()
+        if handed is not None:
+            return handed
     paths = [path]
     if "://" not in path and any(c in path for c in "*?["):
         paths = sorted(glob.glob(path))

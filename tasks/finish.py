@@ -84,11 +84,12 @@ def write_task(
 def html_report(report: dict[str, Any], path: str) -> tuple[str, str] | None:
     """Write ``<output>.report.html``; return the charts artifact (markdown, description). A chart
     that cannot be drawn costs the page, not the run (`tablebatch report` draws it again)."""
-    # here, not at the top: the flow's import need not wait for altair (~0.2 s); the CLI
-    # imports it while the batches run (flows/cli/jobs.py)
-    from tablebatch.report.build import artifact, write_html
-
     try:
+        # here, not at the top: the flow's import need not wait for altair (~0.2 s); the
+        # CLI imports it while the batches run (flows/cli/jobs.py). In the try: a page
+        # that cannot be drawn, its modules included, does not fail the run
+        from tablebatch.report.build import artifact, write_html
+
         html = write_html(report, path)
         return artifact(Run.of(report, path), html)
     except Exception as exc:  # the output and the JSON are written: keep the run's result

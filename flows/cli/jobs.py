@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace, api: Any) -> int:
     from tablebatch.io import hand_over
 
     # the flow's load takes this table (one copy, one read) while the file is unchanged
-    hand_over(checked.path, [checked.config.input.id_column], checked.table)
+    hand_over(checked.path, [checked.config.input.id_column], checked.table, checked.key)
     del checked
     display = progress_display(mode)
     if display is not None:

@@ -107,7 +107,7 @@ class PriorOutput:
             return None
         try:
             return self._read(table, ids, renderer, id_column, named, by_model)
-        except (OSError, pa.ArrowException):  # a torn or odd file: render instead
+        except (OSError, pa.ArrowException, orjson.JSONDecodeError):  # torn or odd: render
             return None
 
     def _read(
@@ -120,6 +120,8 @@ class PriorOutput:
         by_model: bool,
     ) -> pa.Array | None:
         file = pq.ParquetFile(self.path)
+        if orjson.loads((file.schema_arrow.metadata or {}).get(METADATA_KEY, b"{}")) != self.keys:
+            return None  # another run wrote the output since ``open``: its keys, not these
         head = [id_column, *(["model"] if by_model else [])]
         front = file.read(columns=head, use_threads=False)
         where = pc.index_in(id_texts(front[id_column]), value_set=ids)  # its rows in ours

@@ -112,9 +112,9 @@ class Plan:
 
 BUILD_CHUNK = 50_000  # rows rendered at a time by ``Plan.items``
 # RELEASE: Arrow's allocator keeps what a step freed for its next allocations rather than
-# give it back (with mimalloc, Arrow's default, 170 MB of RSS after planning a million
-# rows, held to the end of the run), so a step that frees much hands it back
-# (``release_unused``: a few ms).
+# give it back (measured with mimalloc, pyarrow's default, before tablebatch.io made
+# jemalloc the allocator: 170 MB of RSS after planning a million rows, held to the end
+# of the run), so a step that frees much hands it back (``release_unused``: a few ms).
 
 
 def plan_requests(

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from tablebatch.io import read_table, resolve
+from tablebatch.io import file_key, read_table, resolve
 from tablebatch.jobs.build import check_table
 from tablebatch.jobs.config import JobConfig, load_config, project_root
 from tablebatch.jobs.errors import ConfigError, DataError
@@ -31,15 +31,17 @@ class Checked:
     path: str
     table: pa.Table
     ids: pa.Array
+    key: tuple[Any, ...] | None = None  # the file's, as it was before it was read
 
 
 def read_input(config: JobConfig, config_path: str | Path) -> Checked:
     """Read the job's input table (relative to the config's project) and check its columns
     and ids; raises ``DataError`` saying what to change."""
     path = resolve(config.input.path, project_root(config_path))
+    key = file_key(path, [config.input.id_column])  # before the read: see io.hand_over
     table = read_table(path, string_columns=[config.input.id_column])
     ids = check_table(table, config, path)
-    return Checked(config, path, table, ids)
+    return Checked(config, path, table, ids, key)
 
 
 def check_sendable(config: JobConfig, table: pa.Table, ids: pa.Array) -> None:

@@ -203,3 +203,19 @@ def test_outputs_that_cannot_tell_are_not_used(tmp_path: Path) -> None:
     ids = check_table(table, config, "x")
     assert prior.request_ids(table, ids, renderer, config) is None
     assert pc.all(pc.is_null(_plan(table, config).rows.ids)).as_py() is False
+
+
+def test_an_output_rewritten_under_another_key_since_it_was_opened_is_not_used(
+    tmp_path: Path, rendered: list[int]
+) -> None:
+    """Another run of the job wrote the output (another prompt) between ``open`` and the
+    read: its ids were made under another key, so every row is rendered."""
+    config, path = _config(), tmp_path / "out.parquet"
+    table = _table()
+    _write_output(table, config, path)
+    prior = PriorOutput.open(str(path))
+    _write_output(table, _config(prompt={"template": "{text}!"}), path)
+    rendered.clear()
+    plan = _plan(table, config, prior)
+    assert sum(rendered) == table.num_rows - 1  # all but the oversized row, as with no output
+    _same(plan, _plan(table, config))

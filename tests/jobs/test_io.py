@@ -68,21 +68,28 @@ def test_a_csv_of_many_blocks_reads_whole(tmp_path: Path, where: str) -> None:
 def test_a_handed_over_table_is_read_once_while_its_file_is_unchanged(tmp_path) -> None:
     import os
 
-    from tablebatch.io import hand_over, read_table
+    from tablebatch.io import _handed, file_key, hand_over, read_table
 
     path = tmp_path / "rows.csv"
     path.write_text("id,text\n1,a\n2,b\n")
+    key = file_key(str(path), ["id"])
     checked = read_table(str(path), ["id"])
-    hand_over(str(path), ["id"], checked)
+    hand_over(str(path), ["id"], checked, key)
     assert read_table(str(path), ["id"]) is checked  # the flow takes the command's table
     assert read_table(str(path), ["id"]) is not checked  # once: then it is read again
-    hand_over(str(path), ["id"], checked)
+    hand_over(str(path), ["id"], checked, key)
     assert read_table(str(path), []) is not checked  # read otherwise: read anew
-    hand_over(str(path), ["id"], checked)
+    assert not _handed  # and not held for the rest of the run
+    hand_over(str(path), ["id"], checked, key)
     path.write_text("id,text\n1,a\n2,b\n3,c\n")  # the file changed since the check
     os.utime(path, ns=(1, 1))
     changed = read_table(str(path), ["id"])
     assert changed is not checked and changed.num_rows == 3
+    before = file_key(str(path), ["id"])  # changed while it was read: not handed over
+    table = read_table(str(path), ["id"])
+    path.write_text("id,text\n1,a\n")
+    hand_over(str(path), ["id"], table, before)
+    assert not _handed and read_table(str(path), ["id"]).num_rows == 1
 
 
 @pytest.mark.parametrize("rows, group", [(0, None), (5, None), (150_000, None), (150_000, 40_000)])

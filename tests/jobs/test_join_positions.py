@@ -28,3 +28,7 @@ def test_positions_match_the_plain_lookups(seed: int, nulls: bool) -> None:
     assert position.to_pylist() == pc.index_in(flat, value_set=results).to_pylist()
     assert shared.to_pylist() == sharing(flat).to_pylist()
     assert shared.type == pa.int64()
+    where = {r: i for i, r in enumerate(results.to_pylist())}  # and by hand, nulls or not
+    assert position.to_pylist() == [where.get(i) if i else None for i in ids]
+    if not nulls:
+        assert shared.to_pylist() == [ids.count(i) for i in ids]
