@@ -44,6 +44,14 @@ def use_jemalloc() -> None:
 use_jemalloc()  # on import: whatever reads a table first, a run or a test, uses it
 
 
+def release_memory() -> None:
+    """Give back to the system what Arrow's allocator keeps of the memory a step freed
+    (it holds it for the next allocations): called after a step that frees much — a read,
+    planning, a shard, a stage, the join. A few ms. Measured with mimalloc, before
+    ``use_jemalloc``: 170 MB of RSS after planning a million rows, held to the end of the run."""
+    pa.default_memory_pool().release_unused()
+
+
 def resolve(path: str, root: Path) -> str:
     """``path`` made absolute against ``root`` (URLs are left as they are)."""
     if "://" in path:
@@ -108,7 +116,7 @@ def _read_stream(
             parquet = pq.ParquetFile(handle, pre_buffer=False, buffer_size=PARQUET_BUFFER)
             batches = list(parquet.iter_batches(batch_size=PARQUET_BATCH))
             table = pa.Table.from_batches(batches, parquet.schema_arrow)
-        pa.default_memory_pool().release_unused()  # the decoding buffers, back to the system
+        release_memory()  # the decoding buffers
         return table
     header = _csv_header(opener) if string_columns else []
     types = {c: pa.string() for c in string_columns if c in header}

@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from tablebatch.io import table_writer
+from tablebatch.io import release_memory, table_writer
 from tablebatch.jobs.config import JobConfig
 from tablebatch.jobs.identity import with_keys
 from tablebatch.jobs.join import join_chunks
@@ -53,7 +53,7 @@ def write_task(
             chunk = next(chunks, None)
             timings.add("join", mark, time.perf_counter())
     slim_table = pa.concat_tables(slim)
-    pa.default_memory_pool().release_unused()  # the joined chunks (jobs.plan.RELEASE)
+    release_memory()  # the joined chunks
     report = build_report(
         config,
         table,

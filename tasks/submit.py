@@ -3,13 +3,13 @@ never one a row)."""
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from tablebatch.api import Batch, BatchAPI
 from tablebatch.crash import crash_point
+from tablebatch.io import release_memory
 from tablebatch.jobs.submit import Shard, ShardOutcome, send_shard
 
 
@@ -46,7 +46,7 @@ def shard_task(client: BatchAPI, shard: Shard) -> ShardOutcome:
             )
 
     outcome = send_shard(client, shard, on_progress)
-    pa.default_memory_pool().release_unused()  # its renders and reads (jobs.plan.RELEASE)
+    release_memory()  # its renders and reads
     failed = pc.sum(pc.equal(outcome.results["status"], "failed")).as_py() or 0
     logger.info(
         "%s: %d request(s) sent now, %d result(s), %d failed",

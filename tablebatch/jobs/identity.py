@@ -81,10 +81,10 @@ class PriorOutput:
             return None
         try:
             schema = pq.read_schema(path)
-            keys = orjson.loads((schema.metadata or {})[METADATA_KEY])
-        except (OSError, KeyError, pa.ArrowException, orjson.JSONDecodeError):
+            keys = _keys_of(schema)
+        except (OSError, pa.ArrowException, orjson.JSONDecodeError):
             return None
-        if not isinstance(keys, dict):
+        if not isinstance(keys, dict) or not keys:
             return None
         return cls(path, keys, schema.names)
 
@@ -120,7 +120,7 @@ class PriorOutput:
         by_model: bool,
     ) -> pa.Array | None:
         file = pq.ParquetFile(self.path)
-        if orjson.loads((file.schema_arrow.metadata or {}).get(METADATA_KEY, b"{}")) != self.keys:
+        if _keys_of(file.schema_arrow) != self.keys:
             return None  # another run wrote the output since ``open``: its keys, not these
         head = [id_column, *(["model"] if by_model else [])]
         front = file.read(columns=head, use_threads=False)
@@ -152,6 +152,11 @@ class PriorOutput:
         if start != len(where):
             return None
         return _scatter(table.num_rows, pa.concat_arrays(rows), pa.concat_arrays(known))
+
+
+def _keys_of(schema: pa.Schema) -> object:
+    """The renderer keys an output's metadata names ({} when it names none)."""
+    return orjson.loads((schema.metadata or {}).get(METADATA_KEY, b"{}"))
 
 
 def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from tablebatch.api import BatchAPI, Limits, WaitTimeoutError
+from tablebatch.io import release_memory
 from tablebatch.jobs.attempts import ProgressFor, SendShard, StageOutcome, Systemic, run_attempts
 from tablebatch.jobs.build import Sendable, shard_rows, within_limits
 from tablebatch.jobs.cost import (
@@ -252,7 +253,7 @@ def _stage(
     outcome.add(stage)
     outcome.spent(stage.paid, run.model)
     results = best([found.results, stage.results])
-    pa.default_memory_pool().release_unused()  # the shards' results, merged (plan.RELEASE)
+    release_memory()  # the shards' results, merged
     return results
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tablebatch.io import release_memory
 from tablebatch.jobs.build import Renderer, custom_ids_for, render_shard, shard_rows
 from tablebatch.jobs.identity import PriorOutput
 from tablebatch.jobs.naming import batch_name, content_digest, piece_name
@@ -111,10 +112,6 @@ class Plan:
 
 
 BUILD_CHUNK = 50_000  # rows rendered at a time by ``Plan.items``
-# RELEASE: Arrow's allocator keeps what a step freed for its next allocations rather than
-# give it back (measured with mimalloc, pyarrow's default, before tablebatch.io made
-# jemalloc the allocator: 170 MB of RSS after planning a million rows, held to the end
-# of the run), so a step that frees much hands it back (``release_unused``: a few ms).
 
 
 def plan_requests(
@@ -158,7 +155,7 @@ def plan_requests(
     ids, carriers = _first_rows(per_kept.filter(sent), keep.filter(sent))
     rows = Rows(columns, ids, renderer, carriers)
     reused = 0 if known is None else len(known) - known.null_count
-    pa.default_memory_pool().release_unused()  # see RELEASE
+    release_memory()  # the renders and the numbering
     return Plan(model, custom_ids, rows, skipped, reused)
 
 
