@@ -3,6 +3,8 @@ the CONFIG|JOB argument."""
 
 from __future__ import annotations
 
+import dis
+import importlib
 import logging
 import os
 import sys
@@ -19,6 +21,39 @@ def quiet_prefect() -> None:
     """No telemetry from a machine that may have no internet (see PREFECT.md)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+class _NoPandasForArrow:
+    """An import hook that keeps pyarrow from importing pandas (``arrow_without_pandas``):
+    it refuses ``pandas`` when native code asks for it (pyarrow's C++ and Cython), not
+    when Python code imports it (an ``import`` statement, ``importlib.import_module``)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name != "pandas":
+            return None
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+            frame = frame.f_back
+        if frame is None or frame.f_code.co_filename == importlib.__file__:
+            return None  # importlib.import_module("pandas")
+        code = frame.f_code.co_code
+        if frame.f_lasti < len(code) and code[frame.f_lasti] == _IMPORT_NAME:
+            return None  # import pandas
+        raise ImportError("pandas is not loaded for pyarrow in a tablebatch run")
+
+
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+
+
+def arrow_without_pandas() -> None:
+    """Keep pyarrow from importing pandas: its first conversion of a Python value
+    (``pa.array``, ``pa.scalar``, a compute call given a Python scalar) imports pandas to
+    look for pandas objects, ~0.15-0.3 s of a run's start, in series with everything else,
+    for a library nothing in a run uses (tablebatch, Prefect and the report's charts hand
+    pyarrow no pandas object). Python code that imports pandas still gets it."""
+    if "pandas" in sys.modules or any(isinstance(f, _NoPandasForArrow) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _NoPandasForArrow())
 
 
 class _NoTraceback(logging.Filter):

@@ -15,6 +15,7 @@ from typing import Any
 from flows.cli import plan
 from flows.cli.common import (
     CONFIG_HELP,
+    arrow_without_pandas,
     config_arguments,
     config_file,
     error,
@@ -34,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         error(exc)
         return 2
     quiet_prefect()
+    arrow_without_pandas()
     atexit.register(gc.freeze)  # runs last: the interpreter's exit need not walk every object
     gc.disable()  # until the imports are done: they make objects by the million, few garbage
     api = TemporaryPrefectApi()
