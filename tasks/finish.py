@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +46,20 @@ def write_task(
     slim: list[pa.Table] = []
     assert chunk is not None
     schema = with_keys(chunk.schema, config, [a.plan for a in outcome.per_model])  # next run's
-    with table_writer(path, schema) as write:
+    # each chunk is written in a thread of its own while the next is joined (both are
+    # mostly Arrow, which lets go of the GIL): one chunk in flight, so memory holds two
+    with table_writer(path, schema) as write, ThreadPoolExecutor(1) as writer:
+        written: Future[None] | None = None
         while chunk is not None:
-            with timings.timed("write"):
-                write(chunk)
+            if written is not None:
+                written.result()  # a failed write fails the run here, the file unwritten
+            written = writer.submit(_write, write, chunk, timings)
             slim.append(report_columns(chunk, config))
             mark = time.perf_counter()
             chunk = next(chunks, None)
             timings.add("join", mark, time.perf_counter())
+        if written is not None:
+            written.result()
     slim_table = pa.concat_tables(slim)
     release_memory()  # the joined chunks
     report = build_report(
@@ -79,6 +87,11 @@ def write_task(
     if charts is not None:
         create_markdown_artifact(charts[0], key=f"{key}-charts", description=charts[1])
     return report
+
+
+def _write(write: Callable[[pa.Table], None], chunk: pa.Table, timings: Timings) -> None:
+    with timings.timed("write"):
+        write(chunk)
 
 
 def html_report(report: dict[str, Any], path: str) -> tuple[str, str] | None:

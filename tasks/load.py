@@ -10,8 +10,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tablebatch.io import read_table, resolve
-from tablebatch.jobs.build import check_table
 from tablebatch.jobs.config import JobConfig, load_config, project_root
+from tablebatch.jobs.preflight import checked_ids
 from tablebatch.jobs.timing import Timings
 
 
@@ -33,4 +33,4 @@ def load_task(
     with (timings or Timings()).timed("load"):
         path = resolve(config.input.path, root)
         table = read_table(path, string_columns=[config.input.id_column])
-        return table, check_table(table, config, path)
+        return table, checked_ids(table, config, path)

@@ -91,48 +91,49 @@ def _read(
     outcome: StageOutcome,
 ) -> list[pa.Table]:
     """The batches' results for ``ids`` once each has ended (batches that hold none of
-    them are left out). Their request ids are matched against ``ids`` in one pass (hashing
-    a million ids once, not once a batch), then only the batches that hold some are read
-    whole."""
+    them are left out). Each batch is read once, whole (from the result cache, or the API),
+    its texts spooled; their request ids are then matched against ``ids`` in one pass
+    (hashing a million ids once, not once a batch)."""
     ended = [_ended(client, batch, run) for batch in batches]
     with run.timings.timed("collect"):
-        held: dict[int, pa.Table] = {}  # read from the API where no cache keeps them
-        listed: list[pa.Array | pa.ChunkedArray] = []
-        for index, batch in enumerate(ended):
-            known = run.cache.request_ids(batch) if run.cache is not None else None
-            if known is None:  # read from the API now (and kept by the cache, if any)
-                table = results_of(client, batch, run.cache)
-                known = table["custom_id"]
-                if run.cache is None or run.cache.request_ids(batch) is None:
-                    held[index] = table  # nowhere else to read it again from
-            listed.append(known)
-        if not listed:
+        tables = [_results(client, run, batch) for batch in ended]
+        if not tables:
             return []
-        mask = pc.is_in(pa.chunked_array(listed, pa.string()), value_set=ids)
-    tables, start = [], 0
-    for index, (batch, known) in enumerate(zip(ended, listed, strict=True)):
-        wanted = known.filter(mask.slice(start, len(known)))
-        start += len(known)
-        if not len(wanted):
+        listed = pa.chunked_array([t["custom_id"] for t in tables], pa.string())
+        mask = pc.is_in(listed, value_set=ids)
+    found, start = [], 0
+    for batch, table in zip(ended, tables, strict=True):
+        wanted = mask.slice(start, table.num_rows)
+        start += table.num_rows
+        held = pc.sum(wanted).as_py() or 0
+        if not held:
             continue
-        with run.timings.timed("collect"):
-            table = held.pop(index, None)
-            if table is None:  # kept by the cache: read whole now
-                table = results_of(client, batch, run.cache)
-            if len(wanted) < table.num_rows:  # results for requests this run does not send
-                table = table.filter(pc.is_in(table["custom_id"], value_set=wanted))
-            table = checked(table, run.kind)
-        tables.append(_found(run, batch, table, outcome))
-    return tables
+        if held < table.num_rows:  # results for requests this run does not send
+            table = table.filter(wanted)
+        found.append(_found(run, batch, table, outcome))
+    return found
+
+
+def _results(client: BatchAPI, run: StageRun, batch: Batch) -> pa.Table:
+    """Every result of an ended batch, checked, its texts spooled: read from the result
+    cache (whose file the spool reads again, nothing written) or from the API (and kept)."""
+    table = run.cache.get(batch) if run.cache is not None else None
+    source = run.cache.path(batch) if run.cache is not None and table is not None else None
+    if table is None:
+        table = results_of(client, batch)
+        if run.cache is not None:
+            run.cache.put(batch, table)
+    table = checked(table, run.kind)
+    if run.spool is None:
+        return table
+    return run.spool.refer(source, table) if source is not None else run.spool.put(table)
 
 
 def _found(run: StageRun, batch: Batch, table: pa.Table, outcome: StageOutcome) -> pa.Table:
-    """A batch's results for the run: spooled, with the attempt that sent them; the batch
-    counted among the run's."""
+    """A batch's results for the run, with the attempt that sent them; the batch counted
+    among the run's."""
     parsed = parse_batch_name(batch.name)
     attempt = parsed.attempt if parsed else 1
-    if run.spool is not None:
-        table = run.spool.put(table)
     attempts = pa.array([attempt] * table.num_rows, pa.int32())
     outcome.batches.append(
         {

@@ -72,18 +72,9 @@ class ResultCache:
         self.hits += 1
         return table.replace_schema_metadata(None)
 
-    def request_ids(self, batch: Batch) -> pa.ChunkedArray | None:
-        """Only the ``custom_id`` column of the batch's kept results (None: not kept, or
-        kept for a batch that now says otherwise), in the order ``get`` returns them."""
-        if not batch.is_terminal:
-            return None
-        try:
-            table = pq.read_table(self._path(batch), columns=["custom_id"])
-        except (OSError, pa.ArrowException, KeyError):
-            return None
-        if (table.schema.metadata or {}).get(KEY) != _key(batch):
-            return None
-        return table["custom_id"]
+    def path(self, batch: Batch) -> Path:
+        """The file that keeps (or would keep) the batch's results."""
+        return self._path(batch)
 
     def put(self, batch: Batch, results: pa.Table) -> None:
         """Keep every result of an ended batch (a partial read must not be passed here).

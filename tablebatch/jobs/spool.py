@@ -1,7 +1,8 @@
 """A run's results on disk: what grows with the answers stays out of memory.
 
 Each shard writes the text of its results (the answers, and the batch ids) to a
-Parquet file of its own as soon as it has collected them, and keeps in memory
+Parquet file of its own as soon as it has collected them (results read from the result
+cache are not written again: the spool reads the cache's file), and keeps in memory
 only what the run decides with: custom_id, status, error, tokens, and where the
 row's text is (``_file``, ``_row``). The output is then written a chunk of rows
 at a time, each chunk reading back the texts it needs. So a run's memory does not
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 SPOOLED = ("answer", "batch_id")  # the columns that live on disk
 CACHE_BYTES = 256 * 2**20  # the texts kept in memory while the output is written
+OPEN_FILES = 256  # files referred to (kept open) at most; beyond, their texts are written
 
 
 class Spool:
@@ -33,19 +35,43 @@ class Spool:
         self._next = 0
         self._cache: OrderedDict[int, pa.Table] = OrderedDict()
         self._cached_bytes = 0
+        self._sources: dict[int, pq.ParquetFile] = {}  # files referred to, not written
 
     def put(self, results: pa.Table) -> pa.Table:
         """Write the text columns of ``results`` to a file; the other columns, with
         ``_file`` and ``_row`` saying where each row's text is."""
         with self._lock:
-            number = self._next
-            self._next += 1
+            number = self._number()
             self.folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(results.select(list(SPOOLED)), self._path(number))
-        n = results.num_rows
-        slim = results.drop_columns(list(SPOOLED))
-        slim = slim.append_column("_file", pa.array([number] * n, pa.int32()))
-        return slim.append_column("_row", pa.array(range(n), pa.int32()))
+        return _slim(results, number)
+
+    def refer(self, path: Path, results: pa.Table) -> pa.Table:
+        """``put`` for results read whole from the Parquet file ``path`` (the result
+        cache's), whose text columns are there already: nothing is written, the file is
+        read again when the output is. It is opened now, so that it is the file read even
+        if it is removed or replaced meanwhile; past ``OPEN_FILES`` open, written as ``put``."""
+        with self._lock:
+            if len(self._sources) >= OPEN_FILES:
+                source = None
+            else:
+                try:
+                    source = pq.ParquetFile(pa.OSFile(str(path)), read_dictionary=["batch_id"])
+                except (OSError, pa.ArrowException):
+                    source = None
+                if source is not None and not set(SPOOLED) <= set(source.schema_arrow.names):
+                    source = None
+            if source is not None:
+                number = self._number()
+                self._sources[number] = source
+        if source is None:
+            return self.put(results)
+        return _slim(results, number)
+
+    def _number(self) -> int:
+        number = self._next
+        self._next += 1
+        return number
 
     def take(self, files: pa.Array, rows: pa.Array, column: str) -> pa.Array:
         """``column`` of the results at ``(files[i], rows[i])``; null where the file is.
@@ -75,7 +101,11 @@ class Spool:
                 return self._cache[number]
         # a file's rows share one batch id or a few: kept once (a million rows' ids were
         # 30 MB of the cache), made text again a chunk of output rows at a time
-        table = pq.read_table(self._path(number), read_dictionary=["batch_id"])
+        source = self._sources.get(number)
+        if source is not None:
+            table = source.read(columns=list(SPOOLED), use_threads=False)
+        else:
+            table = pq.read_table(self._path(number), read_dictionary=["batch_id"])
         with self._lock:
             if number not in self._cache:
                 self._cache[number] = table
@@ -96,9 +126,20 @@ class Spool:
         parent if that is left empty."""
         self._cache.clear()
         self._cached_bytes = 0
+        for source in self._sources.values():
+            source.close()
+        self._sources.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.folder.parent.rmdir()
+
+
+def _slim(results: pa.Table, number: int) -> pa.Table:
+    """``results`` without their text columns, with where those are: file and row."""
+    n = results.num_rows
+    slim = results.drop_columns(list(SPOOLED))
+    slim = slim.append_column("_file", pa.array([number] * n, pa.int32()))
+    return slim.append_column("_row", pa.array(range(n), pa.int32()))
 
 
 def text_column(results: pa.Table, column: str, spool: Spool | None) -> pa.Array:

@@ -92,6 +92,43 @@ def test_a_handed_over_table_is_read_once_while_its_file_is_unchanged(tmp_path) 
     assert not _handed and read_table(str(path), ["id"]).num_rows == 1
 
 
+def test_a_table_s_ids_are_checked_once(monkeypatch) -> None:
+    """The flow's load checks the table the CLI's checks read without counting its ids
+    again; another table, or other id columns, is checked anew (and a bad one fails)."""
+    import tablebatch.jobs.preflight as preflight
+    from tablebatch.jobs.config import parse_config
+    from tablebatch.jobs.errors import DataError
+
+    data = {
+        "name": "j",
+        "kind": "generation",
+        "input": {"path": "x.csv", "id_column": "id"},
+        "prompt": {"template": "{text}"},
+        "model": "m",
+    }
+    config = parse_config(data, "j.yaml")
+    calls: list[int] = []
+    real = preflight.check_table
+
+    def counting(table: pa.Table, config: object, source: str) -> pa.Array:
+        calls.append(table.num_rows)
+        return real(table, config, source)
+
+    monkeypatch.setattr(preflight, "check_table", counting)
+    table = pa.table({"id": ["a", "b"], "text": ["x", "y"]})
+    first = preflight.checked_ids(table, config, "x.csv")
+    assert preflight.checked_ids(table, config, "x.csv") is first and calls == [2]
+    other = pa.table({"id": ["a", "b", "c"], "text": ["x", "y", "z"]})
+    assert preflight.checked_ids(other, config, "x.csv").to_pylist() == ["a", "b", "c"]
+    assert calls == [2, 3]
+    renamed = parse_config({**data, "input": {"path": "x.csv", "id_column": "text"}}, "j.yaml")
+    assert preflight.checked_ids(other, renamed, "x.csv").to_pylist() == ["x", "y", "z"]
+    with pytest.raises(DataError, match="repeats"):
+        preflight.checked_ids(pa.table({"id": ["a", "a"], "text": ["x", "y"]}), config, "x")
+    del other
+    assert preflight._last_check is not None and preflight._last_check[0]() is None
+
+
 @pytest.mark.parametrize("rows, group", [(0, None), (5, None), (150_000, None), (150_000, 40_000)])
 def test_parquet_read_in_batches_is_the_whole_table(tmp_path: Path, rows: int, group: int) -> None:
     """Read a batch at a time (one row group of 150,000 rows is three batches), the table
