@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tablebatch.jobs.rows import OUTPUT_COLUMNS
-from tablebatch.jobs.take import take
+from tablebatch.jobs.take import single, take
 from tablebatch.jobs.text import as_text, id_texts
 
 if TYPE_CHECKING:
@@ -128,10 +128,10 @@ class PriorOutput:
         if by_model:
             mine = pc.equal(front["model"], renderer.model)
             where = pc.if_else(mine, where, pa.scalar(None, where.type))
-        where = where.combine_chunks() if isinstance(where, pa.ChunkedArray) else where
+        where = single(where)
         del front
-        valid = where.drop_null()
-        if len(valid) == 0 or pc.count_distinct(valid).as_py() != len(valid):
+        valid = where.drop_null().to_numpy()
+        if len(valid) == 0 or np.bincount(valid, minlength=table.num_rows).max() > 1:
             return None  # nothing in common, or a row twice: not one answer per row
         texts = {c: pc.fill_null(as_text(table[c]), "") for c in named}
         rows: list[pa.Array] = []
@@ -144,7 +144,7 @@ class PriorOutput:
             same = pc.fill_null(pc.starts_with(batch["request_id"], "k-"), False)
             same = pc.and_(same, pc.is_valid(at))
             for column, name in named.items():
-                ours = _flat(take(texts[column], pc.fill_null(at, 0)))  # not whole: take.py
+                ours = single(take(texts[column], pc.fill_null(at, 0)))  # not whole: take.py
                 theirs = pc.fill_null(as_text(batch[name]), "")
                 same = pc.and_(same, pc.fill_null(pc.equal(ours, theirs), False))
             rows.append(at.filter(same))
@@ -157,10 +157,6 @@ class PriorOutput:
 def _keys_of(schema: pa.Schema) -> object:
     """The renderer keys an output's metadata names ({} when it names none)."""
     return orjson.loads((schema.metadata or {}).get(METADATA_KEY, b"{}"))
-
-
-def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def _scatter(length: int, rows: pa.Array, values: pa.Array) -> pa.Array:

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tablebatch.jobs.kinds import Chunk
-from tablebatch.jobs.plan import Plan
+from tablebatch.jobs.plan import Numbered, Plan
 from tablebatch.jobs.rows import ATTEMPTS, CACHE_TOKENS, OUTPUT_COLUMNS, input_columns, no_answer
 from tablebatch.jobs.schema import JobConfig
 from tablebatch.jobs.spool import Spool, text_column
-from tablebatch.jobs.take import take
+from tablebatch.jobs.take import single, take
 
 JOIN_ROWS = 50_000  # input rows joined and written at a time
 
@@ -93,13 +93,17 @@ def _zero_if_absent(results: pa.Table, column: str) -> pa.Array | pa.ChunkedArra
 
 
 def positions(
-    custom_ids: pa.Array | pa.ChunkedArray, result_ids: pa.Array | pa.ChunkedArray
+    custom_ids: pa.Array | pa.ChunkedArray,
+    result_ids: pa.Array | pa.ChunkedArray,
+    numbered: Numbered | None = None,
 ) -> tuple[pa.Array, pa.Array]:
     """Each row's index among the results (null: no result) and how many rows send its
-    request. The ids are numbered once (``dictionary_encode``), so the million-row lookups
-    are over the distinct ids, not every row: at 1,010,000 rows, 2.1 -> 1.2 s."""
-    if isinstance(custom_ids, pa.ChunkedArray):
-        custom_ids = custom_ids.combine_chunks()
+    request. The ids are numbered once (``dictionary_encode``, or the plan's ``numbered``),
+    so the million-row lookups are over the distinct ids, not every row: at 1,010,000
+    rows, 2.1 -> 1.2 s (and the plan's numbers save the encoding, ~0.3 s)."""
+    custom_ids = single(custom_ids)
+    if numbered is not None and len(numbered.codes) == len(custom_ids):
+        return _numbered_positions(custom_ids, result_ids, numbered)
     if custom_ids.null_count:
         return pc.index_in(custom_ids, value_set=result_ids), sharing(custom_ids)
     encoded = custom_ids.dictionary_encode()
@@ -107,6 +111,26 @@ def positions(
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     counts = np.bincount(codes, minlength=len(encoded.dictionary))[codes]
     return found.take(encoded.indices), pa.array(counts.astype(np.int64))
+
+
+def _numbered_positions(
+    custom_ids: pa.Array, result_ids: pa.Array | pa.ChunkedArray, numbered: Numbered
+) -> tuple[pa.Array, pa.Array]:
+    """``positions`` from the plan's numbers; rows left out (-1) are looked up by their ids."""
+    codes = numbered.codes
+    alone = codes < 0
+    safe = np.where(alone, 0, codes)
+    found = pc.index_in(numbered.ids, value_set=result_ids)
+    if len(found):
+        at = found.take(pa.array(safe))
+        counts = np.bincount(codes[~alone], minlength=len(found))[safe]
+    else:  # every row left out
+        at = pa.nulls(len(codes), pa.int32())
+        counts = np.ones(len(codes), np.int64)
+    if alone.any():
+        theirs = pc.index_in(custom_ids.take(pa.array(np.flatnonzero(alone))), value_set=result_ids)
+        at = pc.replace_with_mask(at, pa.array(alone), theirs)
+    return at, pa.array(np.where(alone, 1, counts).astype(np.int64))
 
 
 def sharing(custom_ids: pa.Array) -> pa.Array:
@@ -139,7 +163,8 @@ def join_chunks(
         results = answers.with_skipped()
         if "attempts" not in results.column_names:
             results = results.append_column(ATTEMPTS, pa.nulls(results.num_rows, pa.int32()))
-        position, shared = positions(answers.plan.custom_ids, results["custom_id"])
+        plan = answers.plan
+        position, shared = positions(plan.custom_ids, results["custom_id"], plan.numbered)
         prepared.append((answers, results, position, shared, answers.second_answers()))
     for start in range(0, max(table.num_rows, 1), rows):
         parts = []

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tablebatch.jobs.take import take
+from tablebatch.jobs.take import distinct, take
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -157,7 +157,7 @@ def best(tables: list[pa.Table]) -> pa.Table:
         return RUN_SCHEMA.empty_table()
     both = pa.concat_tables(tables, promote_options="default")
     n = both.num_rows
-    if pc.count_distinct(both["custom_id"]).as_py() == n:  # one result per id already
+    if distinct(both["custom_id"]):  # one result per id already
         return tables[0] if len(tables) == 1 else both
     ranked_statuses = pa.array(list(_RANK), pa.string())
     rank = pc.fill_null(pc.index_in(both["status"], value_set=ranked_statuses), len(_RANK))

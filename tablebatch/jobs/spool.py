@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tablebatch.jobs.take import single
+
 SPOOLED = ("answer", "batch_id")  # the columns that live on disk
 CACHE_BYTES = 256 * 2**20  # the texts kept in memory while the output is written
 OPEN_FILES = 256  # files referred to (kept open) at most; beyond, their texts are written
@@ -52,15 +54,7 @@ class Spool:
         read again when the output is. It is opened now, so that it is the file read even
         if it is removed or replaced meanwhile; past ``OPEN_FILES`` open, written as ``put``."""
         with self._lock:
-            if len(self._sources) >= OPEN_FILES:
-                source = None
-            else:
-                try:
-                    source = pq.ParquetFile(pa.OSFile(str(path)), read_dictionary=["batch_id"])
-                except (OSError, pa.ArrowException):
-                    source = None
-                if source is not None and not set(SPOOLED) <= set(source.schema_arrow.names):
-                    source = None
+            source = None if len(self._sources) >= OPEN_FILES else _opened(path)
             if source is not None:
                 number = self._number()
                 self._sources[number] = source
@@ -134,6 +128,22 @@ class Spool:
             self.folder.parent.rmdir()
 
 
+def _opened(path: Path) -> pq.ParquetFile | None:
+    """The Parquet file at ``path``, open, if it holds the text columns (else None)."""
+    try:
+        handle = pa.OSFile(str(path))
+    except (OSError, pa.ArrowException):
+        return None
+    try:
+        names = pq.read_schema(handle).names
+        if set(SPOOLED) <= set(names):
+            return pq.ParquetFile(handle, read_dictionary=["batch_id"])
+    except (OSError, pa.ArrowException):
+        pass
+    handle.close()
+    return None
+
+
 def _slim(results: pa.Table, number: int) -> pa.Table:
     """``results`` without their text columns, with where those are: file and row."""
     n = results.num_rows
@@ -146,9 +156,9 @@ def text_column(results: pa.Table, column: str, spool: Spool | None) -> pa.Array
     """A text column of result rows: in the table, or read back from the spool."""
     if column in results.column_names:
         values = results[column]
-        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        return single(values)
     if spool is None:
         raise ValueError(f"the results have no {column!r} column and no spool to read it from")
-    files = results["_file"].combine_chunks()
-    rows = results["_row"].combine_chunks()
+    files = single(results["_file"])
+    rows = single(results["_row"])
     return spool.take(files, rows, column)

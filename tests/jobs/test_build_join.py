@@ -334,3 +334,45 @@ def test_spool_take_reads_rows_of_many_files_in_any_order_with_gaps(tmp_path: Pa
         None,
         None,
     ]
+
+
+def test_spool_refers_to_a_cache_file_it_keeps_reading_once_removed(tmp_path: Path) -> None:
+    """Results read whole from a result cache's file are not written again: the spool
+    reads their texts from that file, opened when referred to, so a file removed (or
+    replaced) meanwhile still gives the texts it had; filtered rows keep their place."""
+    import pyarrow.parquet as pq
+
+    from tablebatch.jobs import spool as spooling
+
+    results = results_table(
+        {
+            "custom_id": [f"r{i}" for i in range(10)],
+            "status": ["completed"] * 10,
+            "answer": [f"answer {i}" for i in range(10)],
+            "error": [None] * 10,
+            "batch_id": ["b1"] * 10,
+            "prompt_tokens": [1] * 10,
+            "completion_tokens": [1] * 10,
+        }
+    )
+    cached = tmp_path / "batch_1.parquet"
+    pq.write_table(results, cached)
+    spool = spooling.Spool(tmp_path / "spool")
+    slim = spool.refer(cached, pq.read_table(cached)).filter(
+        pa.array([i % 3 == 0 for i in range(10)])
+    )
+    assert "answer" not in slim.column_names and not (tmp_path / "spool").exists()
+    cached.unlink()
+    pq.write_table(results.slice(0, 1), tmp_path / "other.parquet")
+    (tmp_path / "other.parquet").rename(cached)  # replaced by another file of that name
+    answers = spooling.text_column(slim, "answer", spool)
+    assert answers.to_pylist() == ["answer 0", "answer 3", "answer 6", "answer 9"]
+    assert spooling.text_column(slim, "batch_id", spool).to_pylist() == ["b1"] * 4
+    spool.remove()
+    foreign = tmp_path / "foreign.parquet"  # no text columns: written, as put does
+    pq.write_table(pa.table({"x": [1]}), foreign)
+    wrote = spooling.Spool(tmp_path / "spool2")
+    slim = wrote.refer(foreign, results)
+    assert spooling.text_column(slim, "answer", wrote).to_pylist()[:2] == ["answer 0", "answer 1"]
+    assert (tmp_path / "spool2").exists()
+    wrote.remove()

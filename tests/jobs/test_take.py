@@ -51,3 +51,17 @@ def test_unsigned_indices_as_sort_indices_gives() -> None:
 def test_a_plain_array_is_taken_as_arrow_takes_it() -> None:
     values = pa.array(["a", "b", "c"])
     assert take(values, pa.array([2, None, 0])).to_pylist() == ["c", None, "a"]
+
+
+def test_distinct_and_single() -> None:
+    """``distinct`` finds a value twice across chunks (one sort, no hashing); ``single``
+    gives a chunked array's only chunk without copying it."""
+    from tablebatch.jobs.take import distinct, single
+
+    parts = pa.chunked_array([["k-3", "k-1"], [], ["k-2", None]], pa.string())
+    assert distinct(parts) and distinct(pa.array([], pa.string())) and distinct(pa.array(["a"]))
+    assert not distinct(pa.chunked_array([["k-3", "k-1"], ["k-2", "k-3"]]))
+    assert not distinct(pa.array([None, "a", None]))  # nulls too: one result per id
+    one = pa.array(["x" * 100] * 10)
+    assert single(pa.chunked_array([one])).buffers()[2].address == one.buffers()[2].address
+    assert single(parts).to_pylist() == ["k-3", "k-1", "k-2", None]
