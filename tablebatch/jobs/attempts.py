@@ -26,6 +26,7 @@ from tablebatch.jobs.naming import batch_prefix
 from tablebatch.jobs.progress import Progress
 from tablebatch.jobs.rows import ATTEMPTS, RUN_SCHEMA, best, no_answer, stopped_mask
 from tablebatch.jobs.submit import Shard, ShardOutcome, StageRun, existing_batches
+from tablebatch.jobs.take import chained
 from tablebatch.jobs.watch import BatchWatcher
 
 
@@ -168,7 +169,7 @@ def run_attempts(
                 while not costs.meter.reserve(key, worst) and window.size:
                     _take(window, costs, stage_key)  # in flight may cost less than its worst
                 if key not in costs.meter.in_flight:
-                    sent = len(pa.chunked_array(sent_ids, pa.string())) if sent_ids else 0
+                    sent = sum(len(ids) for ids in sent_ids)
                     over = costs.meter.message(worst, len(pending) - sent, costs.currency)
                     break
                 sent_ids.append(rows.ids)
@@ -220,7 +221,7 @@ def _kept_back(
     (``not_sent``, so a re-run sends them), spooled as the shards' results are."""
     ids = pending.ids
     if sent:
-        done = pa.chunked_array(sent, pa.string())
+        done = chained(sent, pa.string())
         ids = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=done.combine_chunks())))
     rows = no_answer(ids, "cancelled", "not_sent", f"not sent: {why}")
     return run.spool.put(rows) if run.spool is not None else rows

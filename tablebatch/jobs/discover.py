@@ -16,6 +16,7 @@ every earlier run sent.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -26,13 +27,34 @@ from tablebatch.api import Batch, BatchAPI
 from tablebatch.jobs.attempts import StageOutcome
 from tablebatch.jobs.build import Sendable
 from tablebatch.jobs.naming import parse_batch_name, stage_prefix
-from tablebatch.jobs.rows import ATTEMPTS, best
+from tablebatch.jobs.rows import ATTEMPTS, ITEM, best
 from tablebatch.jobs.submit import StageRun, checked, results_of
-from tablebatch.jobs.take import single
+from tablebatch.jobs.take import chained, single
 from tablebatch.jobs.watch import wait_for
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
-ITEM = "_item"  # a found result's place among the ids it was found for
+
+
+@dataclass
+class Listing:
+    """A stage's batches as the API lists them, and the results of those that had ended,
+    read whole (checked, their texts spooled): all that discovery can do before it knows
+    the run's requests, so that it can be done while they are planned."""
+
+    batches: list[Batch]
+    read: dict[str, pa.Table] = field(default_factory=dict)  # batch id -> its results
+
+
+def list_stage(client: BatchAPI, run: StageRun) -> Listing:
+    """The stage's batches (one listing by prefix) and the results of the ended ones."""
+    prefix = stage_prefix(run.config.name, run.stage, run.fingerprint)
+    with run.timings.timed("collect"):
+        listed = list(client.iter_batches(name_prefix=prefix, page_size=1000))
+        listing = Listing(listed)
+        for batch in listed:
+            if batch.request_count and batch.is_terminal:
+                listing.read[batch.id] = _results(client, run, batch)
+    return listing
 
 
 def discover(
@@ -42,16 +64,20 @@ def discover(
     claimed: Callable[[Sendable], set[str]],
     *,
     look_only: bool = False,
+    listing: Listing | None = None,
 ) -> StageOutcome:
     """The stage's answers already on the API for ``items``' requests (``found``: how many
     were answered), one result per request id, and the batches they came from.
     ``claimed(pending)`` names the batches this run's first attempt would send for the
     requests still pending (an unstarted batch of such a name is left for it).
     ``look_only``: change nothing and wait for nothing (``tablebatch plan``): only the
-    batches that have ended are read."""
-    prefix = stage_prefix(run.config.name, run.stage, run.fingerprint)
-    with run.timings.timed("collect"):
-        listed = list(client.iter_batches(name_prefix=prefix, page_size=1000))
+    batches that have ended are read. ``listing``: the stage's ``list_stage``, made while
+    the requests were planned (else listed now)."""
+    if listing is None:
+        prefix = stage_prefix(run.config.name, run.stage, run.fingerprint)
+        with run.timings.timed("collect"):
+            listing = Listing(list(client.iter_batches(name_prefix=prefix, page_size=1000)))
+    listed, read = list(listing.batches), listing.read
     outcome = StageOutcome(best([]))
     if not listed or not len(items):
         return outcome
@@ -61,13 +87,13 @@ def discover(
     if look_only:  # what has ended (an xAI batch seen from another process stays pending)
         ended = [b for b in unstarted if not b.pending_count]
         started, unstarted = [b for b in started if b.is_terminal] + ended, []
-    tables = _read(client, run, started, items.ids, outcome)
+    tables = _read(client, run, started, items.ids, outcome, read)
     if unstarted:
         found = best(tables)
         pending = items.select(unanswered(items.ids, found, run.kind.retry_invalid))
         names = claimed(pending)
         left = [b for b in unstarted if b.name not in names]
-        tables += _read(client, run, left, items.ids, outcome)
+        tables += _read(client, run, left, items.ids, outcome, read)
     outcome.results = best(tables)
     outcome.exhausted = _exhausted(tables, run.config.batch.max_attempts)
     return outcome
@@ -82,7 +108,7 @@ def _exhausted(tables: list[pa.Table], max_attempts: int) -> pa.Array:
     ]
     if not failed:
         return pa.array([], pa.string())
-    counts = pc.value_counts(pa.chunked_array(failed, pa.string()))
+    counts = pc.value_counts(chained(failed, pa.string()))
     return counts.field("values").filter(pc.greater_equal(counts.field("counts"), max_attempts))
 
 
@@ -92,17 +118,18 @@ def _read(
     batches: list[Batch],
     ids: pa.Array | pa.ChunkedArray,
     outcome: StageOutcome,
+    read: dict[str, pa.Table],
 ) -> list[pa.Table]:
     """The batches' results for ``ids`` once each has ended (batches that hold none of
-    them are left out). Each batch is read once, whole (from the result cache, or the API),
-    its texts spooled; their request ids are then matched against ``ids`` in one pass
-    (hashing a million ids once, not once a batch)."""
+    them are left out). Each batch is read once, whole (from the result cache, or the API;
+    ``read`` has those the listing saw ended), its texts spooled; their request ids are then
+    matched against ``ids`` in one pass (hashing a million ids once, not once a batch)."""
     ended = [_ended(client, batch, run) for batch in batches]
     with run.timings.timed("collect"):
-        tables = [_results(client, run, batch) for batch in ended]
+        tables = [_results(client, run, b) if b.id not in read else read.pop(b.id) for b in ended]
         if not tables:
             return []
-        listed = pa.chunked_array([t["custom_id"] for t in tables], pa.string())
+        listed = chained((t["custom_id"] for t in tables), pa.string())
         where = pc.index_in(listed, value_set=ids)  # each result's request among ``ids``
     found, start = [], 0
     for batch, table in zip(ended, tables, strict=True):
@@ -191,5 +218,5 @@ def unanswered(
         return pc.filter(ids, keep)
     settled = found["custom_id"].filter(done)
     if exhausted is not None and len(exhausted):
-        settled = pa.chunked_array([settled, exhausted], pa.string())
+        settled = chained([settled, exhausted], pa.string())
     return pc.filter(ids, pc.invert(pc.is_in(ids, value_set=settled)))

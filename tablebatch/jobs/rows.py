@@ -145,6 +145,7 @@ def input_columns(table: pa.Table, ours: set[str]) -> pa.Table:
     return table.rename_columns(names)
 
 
+ITEM = "_item"  # a result discovery found: its request's place among the stage's requests
 _RANK = {"completed": 0, "invalid": 1, "failed": 2, "cancelled": 3, "skipped": 4}
 
 

@@ -9,6 +9,7 @@ Here each chunk gives the rows it holds, and only those rows are put together.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import pairwise
 from typing import Any, TypeVar
 
@@ -27,6 +28,16 @@ def single(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     if values.num_chunks == 1:
         return values.chunk(0)
     return values.combine_chunks()
+
+
+def chained(parts: Iterable[pa.Array | pa.ChunkedArray], kind: pa.DataType) -> pa.ChunkedArray:
+    """The parts one after another, as one chunked array of their chunks (no copy). Not
+    ``pa.chunked_array(parts)``: given chunked arrays, it converts them through Python
+    objects (0.45 s for 900,000 ids)."""
+    chunks: list[pa.Array] = []
+    for part in parts:
+        chunks.extend(part.chunks if isinstance(part, pa.ChunkedArray) else [part])
+    return pa.chunked_array(chunks, kind)
 
 
 def distinct(values: pa.Array | pa.ChunkedArray) -> bool:

@@ -57,3 +57,33 @@ def test_positions_from_the_plan_s_numbers_are_the_lookups(seed: int) -> None:
     expected, counted = positions(custom, results)
     assert position.to_pylist() == expected.to_pylist()
     assert shared.to_pylist() == counted.to_pylist()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_places_from_discovery_are_the_lookups(seed: int) -> None:
+    """Results that carry their places among the plan's ids (``_item``, as discovery gives
+    them) are placed from those; this run's answers (no place) are looked up; places that
+    name other ids are not trusted."""
+    from tablebatch.jobs.join import _places
+    from tablebatch.jobs.rows import ITEM
+
+    rng = random.Random(seed)
+    n = rng.randrange(1, 200)
+    ids = pa.array([f"k-{i}" for i in rng.sample(range(1000), n)], pa.string())
+    picked = rng.sample(range(n), rng.randrange(0, n + 1))
+    found = [i for i in picked if rng.random() < 0.8]
+    fresh = [i for i in picked if i not in found]
+    order = [(i, i) for i in found] + [(i, None) for i in fresh]
+    rng.shuffle(order)
+    results = pa.table(
+        {
+            "custom_id": ids.take(pa.array([i for i, _ in order], pa.int64())),
+            ITEM: pa.array([p for _, p in order], pa.int64()),
+        }
+    )
+    expected = pc.index_in(ids, value_set=results["custom_id"]).to_pylist()
+    assert _places(ids, results).to_pylist() == expected
+    if len(found) > 1:  # places of other ids: looked up instead
+        wrong = results.set_column(1, ITEM, pc.fill_null(pc.add(results[ITEM], 1), None))
+        wrong = wrong.set_column(1, ITEM, pc.if_else(pc.less(wrong[ITEM], n), wrong[ITEM], 0))
+        assert _places(ids, wrong).to_pylist() == expected

@@ -65,3 +65,16 @@ def test_distinct_and_single() -> None:
     one = pa.array(["x" * 100] * 10)
     assert single(pa.chunked_array([one])).buffers()[2].address == one.buffers()[2].address
     assert single(parts).to_pylist() == ["k-3", "k-1", "k-2", None]
+
+
+def test_chained_puts_arrays_and_chunked_arrays_one_after_another() -> None:
+    from tablebatch.jobs.take import chained
+
+    parts = [
+        pa.chunked_array([["a"], ["b", None]]),
+        pa.array(["c"]),
+        pa.chunked_array([], pa.string()),
+    ]
+    joined = chained(parts, pa.string())
+    assert joined.to_pylist() == ["a", "b", None, "c"] and joined.num_chunks == 3
+    assert chained([], pa.string()).to_pylist() == []

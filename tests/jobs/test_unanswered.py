@@ -8,7 +8,8 @@ import random
 import pyarrow as pa
 import pytest
 
-from tablebatch.jobs.discover import ITEM, unanswered
+from tablebatch.jobs.discover import unanswered
+from tablebatch.jobs.rows import ITEM
 
 
 @pytest.mark.parametrize("seed", range(6))
