@@ -51,8 +51,9 @@ class _Charts:
     """The report's chart engine and modules, made ready in a thread before the report
     needs them: vl-convert's JavaScript engine (~0.6 s the first time; it releases the GIL)
     while Prefect starts, then, once the flow's own imports are done (``go``), the report's
-    modules (altair: ~0.2 s of imports, GIL-bound) while the run waits for its batches,
-    instead of in series with Prefect's import or with the report."""
+    modules (altair: ~0.2 s of imports, GIL-bound) and a first chart drawn with them while
+    the run waits for its batches, instead of in series with Prefect's import or with the
+    report."""
 
     def __init__(self) -> None:
         self._go = threading.Event()
@@ -84,6 +85,14 @@ class _Charts:
         if not self._skip:  # on failure the report imports it again, and says what failed
             with contextlib.suppress(Exception):
                 import tablebatch.report.build  # noqa: F401
+                from tablebatch.report import charts
+                from tablebatch.report.common import status_chart
+
+                # a first chart of each kind costs more than the next (altair's schema
+                # checks, vl-convert's bars, text and PNG): one drawn now, not in the report
+                chart = status_chart({"rows_by_status": {"completed": 1}})
+                charts.svg(chart)
+                charts.png(chart)
 
 
 def _run(args: argparse.Namespace, api: Any) -> int:
