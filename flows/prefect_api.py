@@ -32,6 +32,7 @@ Run as ``python -m flows.prefect_api FD`` (FD: a listening socket it inherits).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import signal
@@ -289,6 +290,7 @@ def _serve_kept(sock: socket.socket, settings: Any, idle_s: float) -> int:
         os.dup2(fd, 1)  # the run reads no more from here: it may be gone long before this
         os.dup2(fd, 2)
         os.close(fd)
+        _import_prefect()
         import uvicorn
         from prefect.server.api.server import create_app
 
@@ -306,13 +308,39 @@ def _serve_kept(sock: socket.socket, settings: Any, idle_s: float) -> int:
     return 0
 
 
+def _read_settings() -> Any:
+    """Prefect's settings, as a run would read them (the environment, the profile,
+    ``prefect.toml``...), without running the ``prefect`` package's own module first: it
+    imports most of Prefect (~0.8 s), and the run waits for this process's first answer,
+    which most often is its last (an API is configured, or a kept one found). The package
+    is run in full (``_import_prefect``) before a server starts here."""
+    spec = None if "prefect" in sys.modules else importlib.util.find_spec("prefect")
+    if spec is not None and spec.loader is not None:
+        sys.modules["prefect"] = importlib.util.module_from_spec(spec)  # not run yet
+        try:
+            from prefect.settings.models.root import Settings
+
+            return Settings()
+        except Exception:  # another Prefect: read them the usual way
+            _import_prefect()
+    from prefect.settings import get_current_settings
+
+    return get_current_settings()
+
+
+def _import_prefect() -> None:
+    """Run the ``prefect`` package's module if ``_read_settings`` left it unrun."""
+    module = sys.modules.get("prefect")
+    spec = getattr(module, "__spec__", None)
+    if module is not None and not hasattr(module, "__version__") and spec is not None:
+        spec.loader.exec_module(module)
+
+
 def main(argv: list[str]) -> int:
     """The server process: exit when Prefect's settings name an API (or forbid a temporary
     one, ``PREFECT_SERVER_EPHEMERAL_ENABLED=false``: Prefect then says what to set), else
     find the kept server or serve on FD. ``stop``: stop this home's kept server."""
-    from prefect.settings import get_current_settings
-
-    settings = get_current_settings()
+    settings = _read_settings()
     if argv[:1] == ["stop"]:
         home = Path(settings.home).expanduser().resolve()
         pid = stop_kept(home)
@@ -333,6 +361,7 @@ def main(argv: list[str]) -> int:
     parent = os.getppid()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     print(SERVING, flush=True)
+    _import_prefect()
     import uvicorn
     from prefect.server.api.server import create_app
 
