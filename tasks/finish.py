@@ -61,6 +61,9 @@ def write_task(
         if written is not None:
             written.result()
     slim_table = pa.concat_tables(slim)
+    for answers in outcome.per_model:  # the answers' texts, read back for the output
+        if answers.spool is not None:
+            answers.spool.forget()
     release_memory()  # the joined chunks
     report = build_report(
         config,
@@ -73,6 +76,7 @@ def write_task(
         outcome.spend,
         prices,
     )
+    del slim, slim_table  # before the charts: their engine may start now (flows/cli/jobs.py)
     report["timings"] = timings.take(elapsed + time.perf_counter() - started)
     charts = None
     if "://" not in path:

@@ -17,7 +17,8 @@ output, a column renamed, an id twice) falls back to rendering, which is always 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,20 +139,32 @@ class PriorOutput:
         known: list[pa.Array] = []
         start = 0
         columns = ["request_id", *named.values()]
-        for batch in file.iter_batches(READ_ROWS, columns=columns, use_threads=False):
+        batches = file.iter_batches(READ_ROWS, columns=columns, use_threads=False)
+        for batch in _ahead(batches):
             at = where.slice(start, batch.num_rows)
             start += batch.num_rows
             same = pc.fill_null(pc.starts_with(batch["request_id"], "k-"), False)
             same = pc.and_(same, pc.is_valid(at))
             for column, name in named.items():
-                ours = single(take(texts[column], pc.fill_null(at, 0)))  # not whole: take.py
+                ours = take(texts[column], pc.fill_null(at, 0))  # not whole: take.py
                 theirs = pc.fill_null(as_text(batch[name]), "")
                 same = pc.and_(same, pc.fill_null(pc.equal(ours, theirs), False))
+            same = single(same)  # ours may come in a chunk per chunk of the table
             rows.append(at.filter(same))
             known.append(batch["request_id"].filter(same))
         if start != len(where):
             return None
         return _scatter(table.num_rows, pa.concat_arrays(rows), pa.concat_arrays(known))
+
+
+def _ahead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The batches, each read (decoded, which lets go of the GIL) in a thread while the one
+    before is compared: a million texts decode in ~0.5 s, about what comparing them takes."""
+    with ThreadPoolExecutor(1, thread_name_prefix="tablebatch-prior") as reader:
+        coming = reader.submit(next, batches, None)
+        while (batch := coming.result()) is not None:
+            coming = reader.submit(next, batches, None)
+            yield batch
 
 
 def _keys_of(schema: pa.Schema) -> object:

@@ -115,6 +115,12 @@ class Spool:
     def _path(self, number: int) -> Path:
         return self.folder / f"results-{number:06d}.parquet"
 
+    def forget(self) -> None:
+        """Drop the texts kept in memory (the output is written: none is read again)."""
+        with self._lock:
+            self._cache.clear()
+            self._cached_bytes = 0
+
     def remove(self) -> None:
         """Delete the folder and its files (the output holds the answers now), and its
         parent if that is left empty."""

@@ -88,18 +88,19 @@ def _take_sorted(data: Data, chunks: list[Any], at: np.ndarray) -> Data:
         for k, (lo, hi) in enumerate(pairwise(bounds))
         if hi > lo
     ]
+    if not parts:
+        return data.slice(0, 0)
+    if _in_order(order):  # the chunks' rows as they are: no copy to put them together
+        if isinstance(data, pa.Table):
+            return pa.Table.from_batches(parts, data.schema)
+        return pa.chunked_array(parts, data.type)
     if isinstance(data, pa.Table):
-        if not parts:
-            return data.slice(0, 0)
         joined = pa.Table.from_batches(parts, data.schema).combine_chunks()
     else:
-        if not parts:
-            return data.slice(0, 0)
         joined = pa.concat_arrays(parts)
-    if not _in_order(order):
-        back = np.empty_like(order)
-        back[order] = np.arange(len(order))
-        joined = joined.take(pa.array(back))
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    joined = joined.take(pa.array(back))
     return joined if isinstance(data, pa.Table) else pa.chunked_array([joined], data.type)
 
 
