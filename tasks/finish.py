@@ -48,7 +48,7 @@ def write_task(
     schema = with_keys(chunk.schema, config, [a.plan for a in outcome.per_model])  # next run's
     # each chunk is written in a thread of its own while the next is joined (both are
     # mostly Arrow, which lets go of the GIL): one chunk in flight, so memory holds two
-    with table_writer(path, schema) as write, ThreadPoolExecutor(1) as writer:
+    with table_writer(path, schema, chunk) as write, ThreadPoolExecutor(1) as writer:
         written: Future[None] | None = None
         while chunk is not None:
             if written is not None:

@@ -148,3 +148,33 @@ def test_parquet_read_in_batches_is_the_whole_table(tmp_path: Path, rows: int, g
     assert read.equals(pq.read_table(path))
     assert read.schema.metadata == pq.read_table(path).schema.metadata
     assert read.num_rows == rows
+
+
+def test_parquet_dictionaries_only_for_columns_that_repeat(tmp_path: Path) -> None:
+    """The output's Parquet file tries a dictionary only on columns whose first chunk
+    repeats its values; the file reads back the same either way."""
+    import pyarrow.parquet as pq
+
+    from tablebatch.io import dictionary_columns, table_writer
+
+    n = 1000
+    table = pa.table(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            "status": ["completed", "failed"] * (n // 2),
+            "tokens": [i % 7 for i in range(n)],
+            "tags": [["a", "b"]] * n,
+        }
+    )
+    assert dictionary_columns(table) == ["status", "tokens"]
+    path = tmp_path / "out.parquet"
+    with table_writer(str(path), table.schema, table.slice(0, 500)) as write:
+        write(table.slice(0, 500))
+        write(table.slice(500))
+    column = {
+        c.path_in_schema: c
+        for c in (pq.ParquetFile(path).metadata.row_group(0).column(i) for i in range(4))
+    }
+    assert "RLE_DICTIONARY" in column["status"].encodings
+    assert "RLE_DICTIONARY" not in column["id"].encodings
+    assert pq.read_table(path).equals(table)
